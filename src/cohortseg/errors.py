@@ -1,0 +1,27 @@
+"""The exception types cohortseg raises for problems a user can fix."""
+
+from __future__ import annotations
+
+
+class CohortsegError(Exception):
+    """A problem with the user's input or configuration, explained for a person."""
+
+
+class InvalidInputError(CohortsegError):
+    """A subject's file is missing, unreadable or inconsistent.
+
+    Parameters
+    ----------
+    subject
+        The subject id.
+    path
+        The offending file.
+    problem
+        What is wrong, in words.
+    """
+
+    def __init__(self, subject: str, path: str, problem: str) -> None:
+        self.subject = subject
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{subject}: {self.path}: {problem}")

@@ -1,0 +1,121 @@
+"""The dataset fingerprint and the preprocessing plan derived from it (nnU-Net style)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cohortseg.cohort import Subject
+from cohortseg.io import load_nifti
+from cohortseg.preprocess import reorient, spacing_of
+
+log = logging.getLogger(__name__)
+
+ANISOTROPY_RATIO = 3.0
+FINGERPRINT_SAMPLES_PER_SUBJECT = 10_000
+
+
+def fingerprint(subjects: Sequence[Subject], seed: int = 0) -> dict:
+    """Measure the training subjects: spacing and shape (canonical RAS axes) and foreground
+    intensities.
+
+    Returns a JSON-able dict with per-subject ``spacings_mm`` and ``shapes`` and
+    ``intensity`` statistics (mean, std, 0.5/50/99.5 percentiles) of voxels labelled
+    foreground, from a fixed-size random sample per subject.
+    """
+    rng = np.random.default_rng(seed)
+    spacings, shapes, samples = [], [], []
+    for s in subjects:
+        image, affine = load_nifti(s.image, s.subject)
+        canon, canon_affine, _ = reorient(image, affine)
+        spacings.append(spacing_of(canon_affine).tolist())
+        shapes.append(list(canon.shape))
+        if s.label:
+            label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
+            fg = image[label > 0]
+            if fg.size:
+                samples.append(rng.choice(fg, min(fg.size, FINGERPRINT_SAMPLES_PER_SUBJECT)))
+    values = np.concatenate(samples) if samples else np.zeros(1, np.float32)
+    return {
+        "subjects": [s.subject for s in subjects],
+        "spacings_mm": spacings,
+        "shapes": shapes,
+        "intensity": {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "percentile_00_5": float(np.percentile(values, 0.5)),
+            "percentile_50_0": float(np.percentile(values, 50)),
+            "percentile_99_5": float(np.percentile(values, 99.5)),
+        },
+    }
+
+
+def target_spacing(spacings_mm: Sequence[Sequence[float]]) -> list[float]:
+    """Median spacing per axis; for strongly anisotropic data (ratio > 3) the coarse axis takes
+    the 10th percentile instead, so that it is not resampled too coarsely (as nnU-Net does)."""
+    arr = np.asarray(spacings_mm, float)
+    target = np.median(arr, axis=0)
+    coarse = int(np.argmax(target))
+    if target[coarse] > ANISOTROPY_RATIO * np.min(target):
+        target[coarse] = np.percentile(arr[:, coarse], 10)
+    return [float(round(t, 4)) for t in target]
+
+
+def patch_size(
+    median_shape: Sequence[float], max_patch_size: Sequence[int], divisor: Sequence[int]
+) -> list[int]:
+    """Largest patch not above the median resampled shape nor ``max_patch_size``, rounded down
+    to a multiple of ``divisor`` (the network's total downsampling per axis)."""
+    out = []
+    for m, cap, d in zip(median_shape, max_patch_size, divisor, strict=True):
+        size = int(min(m, cap)) // d * d
+        out.append(max(size, d))
+    return out
+
+
+def network_divisor(strides: Sequence[int | Sequence[int]]) -> list[int]:
+    """Total downsampling factor per axis of a network with the given strides."""
+    div = np.ones(3, int)
+    for s in strides:
+        div *= np.broadcast_to(np.asarray(s, int), (3,))
+    return div.tolist()
+
+
+def make_plan(fp: Mapping, config: Mapping) -> dict:
+    """Derive the preprocessing plan from a fingerprint; keys set in ``config['plan']`` win.
+
+    The plan holds ``target_spacing_mm``, ``patch_size``, ``normalization``, ``crop``,
+    ``crop_margin``, ``intensity``, ``classes`` and ``hash`` (sha256 of the rest).
+    """
+    user = config["plan"]
+    spacing = user.get("target_spacing_mm") or target_spacing(fp["spacings_mm"])
+    resampled = [
+        [n * s / t for n, s, t in zip(shape, sp, spacing, strict=True)]
+        for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
+    ]
+    median_shape = np.median(np.asarray(resampled), axis=0).tolist()
+    divisor = network_divisor(config["model"]["strides"])
+    size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
+    plan = {
+        "target_spacing_mm": [float(x) for x in spacing],
+        "median_shape": [round(x, 1) for x in median_shape],
+        "patch_size": [int(x) for x in size],
+        "normalization": user.get("normalization") or "zscore",
+        "crop": bool(user["crop"]),
+        "crop_margin": int(user["crop_margin"]),
+        "intensity": dict(fp["intensity"]),
+        "classes": list(config["classes"]),
+    }
+    plan["hash"] = plan_hash(plan)
+    log.info("plan: %s", json.dumps(plan))
+    return plan
+
+
+def plan_hash(plan: Mapping) -> str:
+    """Short sha256 of a plan's content (without its own ``hash`` key)."""
+    body = {k: v for k, v in plan.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,27 @@
+# Inference in shards: one job per shard of inference.shard_size subjects loads the model once
+# and writes each subject's segmentation, which Snakemake tracks one by one. Snakemake outputs
+# cannot be functions of wildcards, so each shard is its own rule (procedural rule definition):
+# deleting one segmentation reruns only its shard.
+
+for shard_id, members in SHARD_OF.items():
+
+    rule:
+        name:
+            f"infer_{shard_id}"
+        input:
+            model="results/model/best.pt",
+            images=[BY_ID[s].image for s in members],
+        output:
+            [segmentation(s) for s in members],
+        params:
+            subjects=members,
+            inference=as_json(config["inference"]),
+        threads: 1
+        log:
+            f"logs/infer/{shard_id}.log",
+        benchmark:
+            f"logs/benchmarks/infer/{shard_id}.tsv"
+        shell:
+            "python scripts/infer.py --checkpoint {input.model} --subjects {params.subjects}"
+            " --images {input.images} --outputs {output} --inference {params.inference}"
+            " > {log} 2>&1"

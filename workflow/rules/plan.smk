@@ -1,0 +1,22 @@
+# The dataset fingerprint and the preprocessing plan (one job over the training subjects).
+
+
+rule plan:
+    input:
+        images=[BY_ID[s].image for s in TRAIN],
+        labels=[BY_ID[s].label for s in TRAIN],
+    output:
+        fingerprint="results/plan/fingerprint.json",
+        plan="results/plan/plan.json",
+    params:
+        subjects=as_json(
+            [{"subject": s, "image": BY_ID[s].image, "label": BY_ID[s].label} for s in TRAIN]
+        ),
+        config=as_json({k: config[k] for k in ("plan", "model", "classes")}),
+    log:
+        "logs/plan.log",
+    benchmark:
+        "logs/benchmarks/plan.tsv"
+    shell:
+        "python scripts/plan.py --subjects {params.subjects} --config {params.config}"
+        " --fingerprint {output.fingerprint} --plan {output.plan} > {log} 2>&1"

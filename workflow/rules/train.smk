@@ -1,0 +1,37 @@
+# Training (one job): patch stores of the train split, validation on the val split.
+
+
+rule train:
+    input:
+        plan="results/plan/plan.json",
+        stores=expand("results/patches/{subject}.h5", subject=TRAIN),
+        val=expand(
+            "results/preprocessed/{subject}/{kind}",
+            subject=VAL,
+            kind=("image.nii", "label.nii.gz"),
+        ),
+    output:
+        best="results/model/best.pt",
+        last="results/model/last.pt",
+        log_tsv="results/model/training_log.tsv",
+        curve="results/model/learning_curve.png",
+    params:
+        val=as_json(
+            [
+                {
+                    "subject": s,
+                    "image": f"results/preprocessed/{s}/image.nii",
+                    "label": f"results/preprocessed/{s}/label.nii.gz",
+                }
+                for s in VAL
+            ]
+        ),
+        config=as_json({k: config[k] for k in ("model", "training", "inference")}),
+    threads: workflow.cores
+    log:
+        "logs/train.log",
+    benchmark:
+        "logs/benchmarks/train.tsv"
+    shell:
+        "python scripts/train.py --plan {input.plan} --stores {input.stores}"
+        " --val {params.val} --config {params.config} --out-dir results/model > {log} 2>&1"
