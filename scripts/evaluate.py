@@ -9,8 +9,12 @@ from cohortseg.metrics import evaluate_subject, metric_columns
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--subjects", type=json_arg, required=True,
-                        help='JSON list of {"subject", "split", "segmentation", "label"}')
+    parser.add_argument(
+        "--subjects",
+        type=json_arg,
+        required=True,
+        help='JSON list of {"subject", "split", "segmentation", "label"}',
+    )
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--output", required=True, help="TSV, one row per subject")
     args = parser.parse_args()

@@ -82,9 +82,6 @@ if "$PYTHON" -c 'import horovod.torch' >/dev/null 2>&1; then
     exit 0
 fi
 
-"$PYTHON" -c 'import torch' 2>/dev/null ||
-    die "torch is not importable by $PYTHON; install the project's torch first"
-
 gpu_ops=${HOROVOD_GPU_OPERATIONS:-}
 if [[ -n $gpu_ops && $gpu_ops != NCCL ]]; then
     die "HOROVOD_GPU_OPERATIONS=$gpu_ops is not supported by this script (only NCCL or unset)"
@@ -93,7 +90,8 @@ fi
 # The wheel links against this exact torch (C++ ABI), so the key names it.
 key=$("$PYTHON" -c '
 import platform, sys, torch
-print(f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}-{platform.machine()}")')
+print(f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}-{platform.machine()}")') ||
+    die "torch is not importable by $PYTHON; install the project's torch first"
 key="horovod-${HOROVOD_VERSION}-${PATCH_REV}-${key}-${gpu_ops:-cpu}"
 cache_root=${COHORTSEG_WHEEL_CACHE:-$HOME/.cache/cohortseg/wheels}
 cache_dir="$cache_root/$key"
@@ -125,8 +123,7 @@ wheel=$(cached_wheel)
 if [[ -n $wheel ]]; then
     log "found cached wheel, skipping the build"
     install_runtime_deps
-    install_wheel "$wheel"
-    if check_horovod; then
+    if install_wheel "$wheel" && check_horovod; then
         log "done (from cache)"
         exit 0
     fi

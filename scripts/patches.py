@@ -24,10 +24,17 @@ def main() -> None:
     image, affine = load_nifti(args.image, args.subject)
     label, _ = load_nifti(args.label, args.subject, dtype=np.uint8)
     write_store(
-        args.output, args.subject, image, label, affine, spacing_of(affine).tolist(),
-        read_json(args.plan), n_patches=int(cfg["per_subject"]),
+        args.output,
+        args.subject,
+        image,
+        label,
+        affine,
+        spacing_of(affine).tolist(),
+        read_json(args.plan),
+        n_patches=int(cfg["per_subject"]),
         foreground_fraction=float(cfg["foreground_fraction"]),
-        compression=cfg["compression"], compression_level=int(cfg["compression_level"]),
+        compression=cfg["compression"],
+        compression_level=int(cfg["compression_level"]),
         # a per-subject seed that does not depend on the subject's position in the cohort
         seed=int(cfg["seed"]) * 2**32 + zlib.crc32(args.subject.encode()),
     )

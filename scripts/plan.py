@@ -10,10 +10,18 @@ from cohortseg.plan import fingerprint, make_plan
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--subjects", type=json_arg, required=True,
-                        help='JSON list of {"subject", "image", "label"}')
-    parser.add_argument("--config", type=json_arg, required=True,
-                        help="JSON with the plan, model and classes config sections")
+    parser.add_argument(
+        "--subjects",
+        type=json_arg,
+        required=True,
+        help='JSON list of {"subject", "image", "label"}',
+    )
+    parser.add_argument(
+        "--config",
+        type=json_arg,
+        required=True,
+        help="JSON with the plan, model and classes config sections",
+    )
     parser.add_argument("--fingerprint", required=True, help="output JSON")
     parser.add_argument("--plan", required=True, help="output JSON")
     args = parser.parse_args()

@@ -14,7 +14,9 @@ def run(main: Callable[[], None]) -> None:
     """Call ``main`` with logging to stderr; a ``CohortsegError`` becomes one clear message and
     exit status 1 instead of a traceback."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         main()

@@ -67,7 +67,9 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
             )
         label = (row["label"] or "").strip() or None
         if split in ("train", "val") and label is None:
-            raise CohortsegError(f"sample sheet {sheet}, line {line} ({sid}): {split} needs a label")
+            raise CohortsegError(
+                f"sample sheet {sheet}, line {line} ({sid}): {split} needs a label"
+            )
         subjects.append(
             Subject(
                 subject=sid,

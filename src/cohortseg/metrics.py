@@ -88,9 +88,7 @@ def summarise(rows: Sequence[Mapping], classes: Sequence[str], worst: int = 5) -
         for r in rows
         if all(_is_number(r.get(f"dice_{c}")) for c in classes)
     ]
-    summary["worst_subjects"] = [
-        {"subject": s, "mean_dice": d} for d, s in sorted(scored)[:worst]
-    ]
+    summary["worst_subjects"] = [{"subject": s, "mean_dice": d} for d, s in sorted(scored)[:worst]]
     return summary
 
 
@@ -119,7 +117,10 @@ def evaluate_subject(
     pred, affine = load_nifti(segmentation, subject, dtype=np.uint8)
     row: dict = {"subject": subject, "split": split}
     row.update(
-        {f"volume_ml_{c}": v for c, v in zip(classes, class_volumes_ml(pred, affine, n_classes), strict=True)}
+        {
+            f"volume_ml_{c}": v
+            for c, v in zip(classes, class_volumes_ml(pred, affine, n_classes), strict=True)
+        }
     )
     if label:
         ref, _ = load_nifti(label, subject, dtype=np.uint8)

@@ -53,7 +53,9 @@ def sample_origins(
     return origins
 
 
-def extract(volume: np.ndarray, origin: Sequence[int], size: Sequence[int], fill: float) -> np.ndarray:
+def extract(
+    volume: np.ndarray, origin: Sequence[int], size: Sequence[int], fill: float
+) -> np.ndarray:
     """Cut a patch of ``size`` starting at ``origin`` from (X, Y, Z) ``volume``, padding with
     ``fill`` where it reaches outside."""
     out = np.full(tuple(size), fill, dtype=volume.dtype)
@@ -135,7 +137,8 @@ class PatchDataset(Dataset):
                 raise CohortsegError(f"patch store {path} is unreadable: {exc}") from exc
             if plan_hash is not None and stored != plan_hash:
                 raise CohortsegError(
-                    f"patch store {path} was made with plan {stored}, not {plan_hash}: rerun patches"
+                    f"patch store {path} "
+                    f"was made with plan {stored}, not {plan_hash}: rerun patches"
                 )
             self.index.extend((k, i) for i in range(n))
         self._handles: dict[int, h5py.File] = {}

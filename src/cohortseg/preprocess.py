@@ -154,11 +154,15 @@ def body_crop(
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
         hits = np.flatnonzero(mask.any(axis=other))
-        box.append((max(0, int(hits[0]) - margin), min(arr.shape[axis], int(hits[-1]) + 1 + margin)))
+        box.append(
+            (max(0, int(hits[0]) - margin), min(arr.shape[axis], int(hits[-1]) + 1 + margin))
+        )
     return tuple(box)  # type: ignore[return-value]
 
 
-def normalise(image: torch.Tensor, plan: Mapping, crop_mask: torch.Tensor | None = None) -> torch.Tensor:
+def normalise(
+    image: torch.Tensor, plan: Mapping, crop_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Normalise intensities as the plan says.
 
     ``zscore``: subtract the mean and divide by the standard deviation of the image (over
@@ -193,8 +197,10 @@ def prepare_image(
     target = resampled_shape(canon.shape, spacing_of(canon_affine), plan["target_spacing_mm"])
     tensor = torch.as_tensor(canon, dtype=torch.float32, device=device)[None]
     tensor = resize(tensor, target, "linear")
-    crop = body_crop(tensor[0], int(plan.get("crop_margin", 4))) if plan.get("crop", True) else (
-        tuple((0, n) for n in target)
+    crop = (
+        body_crop(tensor[0], int(plan.get("crop_margin", 4)))
+        if plan.get("crop", True)
+        else (tuple((0, n) for n in target))
     )
     sl = tuple(slice(a, b) for a, b in crop)
     tensor = tensor[(slice(None), *sl)].contiguous()
@@ -237,7 +243,9 @@ def restore_labels(probabilities: torch.Tensor, geometry: Geometry) -> np.ndarra
     """
     n_classes = probabilities.shape[0]
     full = torch.zeros(
-        (n_classes, *geometry.resampled_shape), dtype=probabilities.dtype, device=probabilities.device
+        (n_classes, *geometry.resampled_shape),
+        dtype=probabilities.dtype,
+        device=probabilities.device,
     )
     full[0] = 1.0
     sl = tuple(slice(a, b) for a, b in geometry.crop)

@@ -83,7 +83,10 @@ def validate(
         label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
         tensor = torch.as_tensor(image, device=device)[None]
         probs = predict_probabilities(
-            net, tensor, plan["patch_size"], float(inference["overlap"]),
+            net,
+            tensor,
+            plan["patch_size"],
+            float(inference["overlap"]),
             int(inference["sw_batch_size"]),
         )
         pred = torch.argmax(probs, 0).to(torch.uint8).cpu().numpy()
@@ -120,8 +123,9 @@ def train(
     batch_size = int(cfg["batch_size"])
     steps = int(cfg.get("steps_per_epoch") or math.ceil(len(dataset) / batch_size))
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
-    sampler = RandomSampler(dataset, replacement=True, num_samples=steps * batch_size,
-                            generator=generator)
+    sampler = RandomSampler(
+        dataset, replacement=True, num_samples=steps * batch_size, generator=generator
+    )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -156,16 +160,19 @@ def train(
             loss.backward()
             optimizer.step()
             losses.append(float(loss))
-        row: dict = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                     "learning_rate": lr}
+        row: dict = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "learning_rate": lr}
         if (epoch + 1) % int(cfg["val_every"]) == 0 or epoch + 1 == epochs:
             dice = validate(net, val_subjects, plan, config["inference"], device)
             row["val_dice_mean"] = float(np.mean(dice))
             row.update({f"val_dice_{c}": d for c, d in zip(classes, dice, strict=True)})
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
-        log.info("epoch %d/%d: %s", epoch + 1, epochs,
-                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        log.info(
+            "epoch %d/%d: %s",
+            epoch + 1,
+            epochs,
+            ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+        )
         state = {
             "model_state": net.state_dict(),
             "optimizer_state": optimizer.state_dict(),

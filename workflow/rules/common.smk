@@ -41,3 +41,20 @@ def label_of(wildcards):
 
 def segmentation(subject):
     return f"results/segmentations/{subject}.nii.gz"
+
+
+def script(name):
+    """Path of a command-line entry point in scripts/."""
+    return f"{workflow.basedir}/scripts/{name}"
+
+
+def evaluate_items(wildcards):
+    return [
+        {
+            "subject": s,
+            "split": BY_ID[s].split,
+            "segmentation": segmentation(s),
+            "label": BY_ID[s].label,
+        }
+        for s in SHARD_OF[wildcards.shard]
+    ]

@@ -13,15 +13,18 @@ for shard_id, members in SHARD_OF.items():
             images=[BY_ID[s].image for s in members],
         output:
             [segmentation(s) for s in members],
-        params:
-            subjects=members,
-            inference=as_json(config["inference"]),
-        threads: 1
         log:
             f"logs/infer/{shard_id}.log",
         benchmark:
             f"logs/benchmarks/infer/{shard_id}.tsv"
+        conda:
+            "../../envs/cohortseg.yaml"
+        threads: 1
+        params:
+            script=script("infer.py"),
+            subjects=members,
+            inference=as_json(config["inference"]),
         shell:
-            "python scripts/infer.py --checkpoint {input.model} --subjects {params.subjects}"
+            "python {params.script} --checkpoint {input.model} --subjects {params.subjects}"
             " --images {input.images} --outputs {output} --inference {params.inference}"
             " > {log} 2>&1"

@@ -8,15 +8,21 @@ rule plan:
     output:
         fingerprint="results/plan/fingerprint.json",
         plan="results/plan/plan.json",
-    params:
-        subjects=as_json(
-            [{"subject": s, "image": BY_ID[s].image, "label": BY_ID[s].label} for s in TRAIN]
-        ),
-        config=as_json({k: config[k] for k in ("plan", "model", "classes")}),
     log:
         "logs/plan.log",
     benchmark:
         "logs/benchmarks/plan.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    params:
+        script=script("plan.py"),
+        subjects=as_json(
+            [
+                {"subject": s, "image": BY_ID[s].image, "label": BY_ID[s].label}
+                for s in TRAIN
+            ]
+        ),
+        config=as_json({k: config[k] for k in ("plan", "model", "classes")}),
     shell:
-        "python scripts/plan.py --subjects {params.subjects} --config {params.config}"
+        "python {params.script} --subjects {params.subjects} --config {params.config}"
         " --fingerprint {output.fingerprint} --plan {output.plan} > {log} 2>&1"

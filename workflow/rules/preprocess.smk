@@ -14,8 +14,12 @@ rule preprocess:
         "logs/preprocess/{subject}.log",
     benchmark:
         "logs/benchmarks/preprocess/{subject}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    params:
+        script=script("preprocess.py"),
     shell:
-        "python scripts/preprocess.py --subject {wildcards.subject} --image {input.image}"
+        "python {params.script} --subject {wildcards.subject} --image {input.image}"
         " --label {input.label} --plan {input.plan} --out-image {output.image}"
         " --out-label {output.label} --out-geometry {output.geometry} > {log} 2>&1"
 
@@ -27,13 +31,16 @@ rule patches:
         plan="results/plan/plan.json",
     output:
         "results/patches/{subject}.h5",
-    params:
-        patches=as_json(config["patches"]),
     log:
         "logs/patches/{subject}.log",
     benchmark:
         "logs/benchmarks/patches/{subject}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    params:
+        script=script("patches.py"),
+        patches=as_json(config["patches"]),
     shell:
-        "python scripts/patches.py --subject {wildcards.subject} --image {input.image}"
+        "python {params.script} --subject {wildcards.subject} --image {input.image}"
         " --label {input.label} --plan {input.plan} --patches {params.patches}"
         " --output {output} > {log} 2>&1"

@@ -15,7 +15,15 @@ rule train:
         last="results/model/last.pt",
         log_tsv="results/model/training_log.tsv",
         curve="results/model/learning_curve.png",
+    log:
+        "logs/train.log",
+    benchmark:
+        "logs/benchmarks/train.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    threads: workflow.cores
     params:
+        script=script("train.py"),
         val=as_json(
             [
                 {
@@ -27,11 +35,6 @@ rule train:
             ]
         ),
         config=as_json({k: config[k] for k in ("model", "training", "inference")}),
-    threads: workflow.cores
-    log:
-        "logs/train.log",
-    benchmark:
-        "logs/benchmarks/train.tsv"
     shell:
-        "python scripts/train.py --plan {input.plan} --stores {input.stores}"
+        "python {params.script} --plan {input.plan} --stores {input.stores}"
         " --val {params.val} --config {params.config} --out-dir results/model > {log} 2>&1"
