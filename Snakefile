@@ -1,12 +1,17 @@
 # cohortseg: segment a whole cohort of 3D images, from NIfTI to segmentations and metrics.
 from snakemake.utils import min_version, validate
 
+from cohortseg.config import coerce_to_schema, load_schema
+
 min_version("9.0")
 
 
 configfile: f"{workflow.basedir}/config.yaml"
 
 
+coerce_to_schema(
+    config, load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -159,7 +159,7 @@ def train(
                 loss = loss_fn(net(image), label)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
         row: dict = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "learning_rate": lr}
         if (epoch + 1) % int(cfg["val_every"]) == 0 or epoch + 1 == epochs:
             dice = validate(net, val_subjects, plan, config["inference"], device)

@@ -1,0 +1,28 @@
+# Quick start: `make demo` runs the whole pipeline on the synthetic demo cohort; `make test` runs
+# the test suite. Both create the virtual environment .venv first if needed (`make install`).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	snakemake --cores all
+
+test: install
+	python -m pytest -ra
+
+lint: install
+	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint
+
+clean:
+	rm -rf results logs resources .snakemake

@@ -1,0 +1,54 @@
+"""Running the real snakemake CLI on this repository's workflow in a scratch directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``snakemake -s REPO/Snakefile -d workdir ARGS`` with this interpreter's environment."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Jobs per rule from the 'Job stats' table of a ``snakemake -n`` run."""
+    counts: dict[str, int] = {}
+    lines = dry_run_output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The whole demo pipeline, run once with the default config."""
+    workdir = tmp_path_factory.mktemp("demo")
+    snakemake(workdir, "--cores", "2")
+    return workdir

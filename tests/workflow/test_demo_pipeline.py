@@ -1,0 +1,89 @@
+"""The whole pipeline on the demo cohort, through the real snakemake CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from cohortseg.cohort import demo_subjects
+from cohortseg.io import read_tsv
+from tests.workflow.conftest import REPO, job_counts, snakemake
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SUBJECTS = demo_subjects(CONFIG["demo"])
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_segmentation_has_its_image_shape_and_affine(demo_run):
+    for s in SUBJECTS:
+        image = nib.load(demo_run / s.image)
+        seg = nib.load(demo_run / "results" / "segmentations" / f"{s.subject}.nii.gz")
+        assert seg.shape == image.shape, s.subject
+        np.testing.assert_allclose(seg.affine, image.affine, atol=1e-5, err_msg=s.subject)
+        assert seg.get_data_dtype() == np.uint8
+
+
+def test_test_split_dice_is_at_least_0_80_for_every_class(demo_run):
+    rows = [r for r in read_tsv(demo_run / "results" / "metrics.tsv") if r["split"] == "test"]
+    assert len(rows) == CONFIG["demo"]["subjects_per_split"]["test"]
+    for c in CONFIG["classes"]:
+        mean = float(np.mean([float(r[f"dice_{c}"]) for r in rows]))
+        assert mean >= 0.80, f"mean test Dice of {c} is {mean:.3f}"
+
+
+def test_metrics_table_and_summary(demo_run):
+    rows = read_tsv(demo_run / "results" / "metrics.tsv")
+    assert sorted(r["subject"] for r in rows) == sorted(s.subject for s in SUBJECTS)
+    for r in rows:
+        volumes = [float(r[f"volume_ml_{c}"]) for c in CONFIG["classes"]]
+        assert all(v > 0 for v in volumes), r["subject"]
+        has_label = r["split"] != "infer"
+        assert (r["dice_organ"] != "") == has_label
+        if has_label:
+            assert all(float(r[f"hd95_mm_{c}"]) < 10 for c in CONFIG["classes"])
+    summary = json.loads((demo_run / "results" / "summary.json").read_text())
+    assert summary["n_subjects"] == len(SUBJECTS)
+    assert summary["splits"]["test"]["dice_organ"]["n"] == 4
+    assert len(summary["worst_subjects"]) == 5
+
+
+def test_every_rule_left_a_log_and_a_benchmark(demo_run):
+    for rule in ("plan", "train", "summarise"):
+        assert (demo_run / "logs" / f"{rule}.log").exists()
+        assert (demo_run / "logs" / "benchmarks" / f"{rule}.tsv").exists()
+    for rule in ("demo_subject", "preprocess", "patches", "infer", "evaluate"):
+        assert any((demo_run / "logs" / rule).iterdir()), rule
+        assert any((demo_run / "logs" / "benchmarks" / rule).iterdir()), rule
+    log = read_tsv(demo_run / "results" / "model" / "training_log.tsv")
+    assert len(log) == CONFIG["training"]["epochs"]
+    assert (demo_run / "results" / "model" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nothing_is_left_to_do_after_a_run(demo_run):
+    out = snakemake(demo_run, "-n").stdout
+    assert "Nothing to be done" in out
+
+
+@pytest.mark.parametrize("shard_size", [1, 3, 5, 16])
+def test_inference_runs_in_ceil_n_over_shard_size_jobs(tmp_path, shard_size):
+    out = snakemake(tmp_path, "-n", "--config", f"inference={{shard_size: {shard_size}}}").stdout
+    counts = job_counts(out)
+    infer_jobs = sum(n for rule, n in counts.items() if rule.startswith("infer_"))
+    assert infer_jobs == math.ceil(len(SUBJECTS) / shard_size)
+    assert counts["evaluate"] == infer_jobs
+    assert counts["train"] == 1 and counts["plan"] == 1
+
+
+def test_a_wrong_config_value_fails_at_once_naming_the_key(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--config", "inference={shard_size: 0}", check=False)
+    assert proc.returncode != 0
+    assert "shard_size" in proc.stdout + proc.stderr
+    proc = snakemake(tmp_path, "-n", "--config", "trainin={epochs: 3}", check=False)
+    assert proc.returncode != 0
+    assert "trainin" in proc.stdout + proc.stderr
