@@ -67,6 +67,13 @@ def test_empty_label_means_unlabelled(tmp_path, split):
     assert subject.split == split
 
 
+def test_windows_line_endings_are_read(tmp_path):
+    sheet = tmp_path / "s.tsv"
+    sheet.write_bytes(b"subject\timage\tlabel\tsplit\r\nsub-01\ta.nii.gz\t\ttest\r\n")
+
+    assert read_sample_sheet(sheet) == [Subject("sub-01", str(tmp_path / "a.nii.gz"), None, "test")]
+
+
 def test_missing_sheet_names_the_config_key(tmp_path):
     with pytest.raises(CohortsegError, match="samples"):
         read_sample_sheet(tmp_path / "nope.tsv")
@@ -88,6 +95,26 @@ def test_bad_split_names_subject_and_split(tmp_path):
     )
 
     with pytest.raises(CohortsegError, match="line 3 \\(sub-02\\).*'training'"):
+        read_sample_sheet(sheet)
+
+
+@pytest.mark.parametrize("sid, problem", [("", "empty subject id"), ("a/b", "bad subject id")])
+def test_unusable_subject_id_is_an_error(tmp_path, sid, problem):
+    sheet = write_sheet(tmp_path / "s.tsv", [(sid, "a.nii.gz", "", "test")])
+
+    with pytest.raises(CohortsegError, match=f"line 2: {problem}"):
+        read_sample_sheet(sheet)
+
+
+@pytest.mark.xfail(
+    reason="BUG: an empty image cell is accepted and resolved to the sheet's own directory "
+    "instead of raising CohortsegError naming the subject and the image column",
+    strict=True,
+)
+def test_empty_image_names_subject_and_column(tmp_path):
+    sheet = write_sheet(tmp_path / "s.tsv", [("sub-04", "", "", "test")])
+
+    with pytest.raises(CohortsegError, match="sub-04.*image"):
         read_sample_sheet(sheet)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -71,6 +72,24 @@ def test_atomic_write_keeps_the_previous_file_when_the_block_raises(tmp_path):
 
     assert final.read_text() == "old, complete content"
     assert os.listdir(tmp_path) == ["plan.json"]
+
+
+@pytest.mark.xfail(
+    reason="BUG: atomic_write publishes mkstemp's temporary file, whose mode is always 0600, "
+    "so every pipeline output is unreadable by the group and others whatever the umask",
+    strict=True,
+)
+def test_atomic_write_gives_the_permissions_of_a_normal_write(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "atomic.json", {})
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old_umask)
+
+    plain = stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+    assert plain == 0o644
+    assert stat.S_IMODE((tmp_path / "atomic.json").stat().st_mode) == plain
 
 
 @pytest.mark.parametrize("name, gzipped", [("a.nii.gz", True), ("a.nii", False)])
