@@ -106,11 +106,6 @@ def test_unusable_subject_id_is_an_error(tmp_path, sid, problem):
         read_sample_sheet(sheet)
 
 
-@pytest.mark.xfail(
-    reason="BUG: an empty image cell is accepted and resolved to the sheet's own directory "
-    "instead of raising CohortsegError naming the subject and the image column",
-    strict=True,
-)
 def test_empty_image_names_subject_and_column(tmp_path):
     sheet = write_sheet(tmp_path / "s.tsv", [("sub-04", "", "", "test")])
 

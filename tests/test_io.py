@@ -74,11 +74,6 @@ def test_atomic_write_keeps_the_previous_file_when_the_block_raises(tmp_path):
     assert os.listdir(tmp_path) == ["plan.json"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: atomic_write publishes mkstemp's temporary file, whose mode is always 0600, "
-    "so every pipeline output is unreadable by the group and others whatever the umask",
-    strict=True,
-)
 def test_atomic_write_gives_the_permissions_of_a_normal_write(tmp_path):
     old_umask = os.umask(0o022)
     try:

@@ -63,11 +63,6 @@ def test_bad_network_arguments_are_a_cohortseg_error():
         build_network(model, 2)
 
 
-@pytest.mark.xfail(
-    reason="BUG: build_network wraps only TypeError; MONAI's ValueError for inconsistent "
-    "arguments escapes as a bare traceback instead of a CohortsegError naming the model key",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "model",
     [

@@ -65,6 +65,9 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
             raise CohortsegError(
                 f"sample sheet {sheet}, line {line} ({sid}): split {split!r} is not one of {SPLITS}"
             )
+        image = (row["image"] or "").strip()
+        if not image:
+            raise CohortsegError(f"sample sheet {sheet}, line {line} ({sid}): empty image")
         label = (row["label"] or "").strip() or None
         if split in ("train", "val") and label is None:
             raise CohortsegError(
@@ -73,7 +76,7 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
         subjects.append(
             Subject(
                 subject=sid,
-                image=_resolve(sheet.parent, row["image"].strip()),
+                image=_resolve(sheet.parent, image),
                 label=_resolve(sheet.parent, label) if label else None,
                 split=split,
             )

@@ -41,6 +41,7 @@ def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Ite
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
@@ -52,6 +53,12 @@ def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Ite
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

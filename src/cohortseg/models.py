@@ -29,5 +29,5 @@ def build_network(model: Mapping, n_classes: int) -> torch.nn.Module:
         raise CohortsegError(f"model.name: {name!r} is not a network in monai.networks.nets")
     try:
         return cls(spatial_dims=3, in_channels=1, out_channels=n_classes, **kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise CohortsegError(f"model: cannot build {name} with {kwargs}: {exc}") from exc
