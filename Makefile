@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test lint clean
+.PHONY: install install-horovod demo test lint clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	snakemake --cores all
 
-test: install
+# Horovod 0.28.1 is built from source against the pinned torch (cached wheel after the first time).
+$(VENV)/.horovod: $(VENV)/.installed scripts/install_horovod.sh
+	scripts/install_horovod.sh $(BIN)/python
+	touch $@
+
+install-horovod: $(VENV)/.horovod
+
+test: install $(VENV)/.horovod
 	python -m pytest -ra
 
 lint: install

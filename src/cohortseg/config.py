@@ -26,9 +26,11 @@ def coerce_to_schema(value: Any, schema: dict) -> Any:
     """
     if isinstance(value, MutableMapping):
         props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
         for key in list(value):
-            if key in props:
-                value[key] = coerce_to_schema(value[key], props[key])
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = coerce_to_schema(value[key], sub)
         return value
     if isinstance(value, list) and "items" in schema:
         return [coerce_to_schema(v, schema["items"]) for v in value]

@@ -11,6 +11,8 @@ rule demo_subject:
         "logs/benchmarks/demo_subject/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("demo_subject"),
     params:
         script=script("make_demo.py"),
         demo=as_json(config["demo"]),

@@ -13,6 +13,8 @@ rule evaluate:
         "logs/benchmarks/evaluate/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("evaluate"),
     params:
         script=script("evaluate.py"),
         subjects=lambda w: as_json(evaluate_items(w)),
@@ -34,6 +36,8 @@ rule summarise:
         "logs/benchmarks/summarise.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("summarise"),
     params:
         script=script("summarise.py"),
         classes=config["classes"],

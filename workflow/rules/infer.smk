@@ -20,6 +20,8 @@ for shard_id, members in SHARD_OF.items():
         conda:
             "../../envs/cohortseg.yaml"
         threads: 1
+        resources:
+            **cluster_resources("infer"),
         params:
             script=script("infer.py"),
             subjects=members,

@@ -1,10 +1,13 @@
 # The dataset fingerprint and the preprocessing plan (one job over the training subjects).
+# Its inputs are ancient(): editing one subject's files must not re-plan (and so re-preprocess)
+# the whole cohort. The plan reruns when the list of training subjects or the plan/model
+# config changes (params), or on request with -R plan.
 
 
 rule plan:
     input:
-        images=[BY_ID[s].image for s in TRAIN],
-        labels=[BY_ID[s].label for s in TRAIN],
+        images=[ancient(BY_ID[s].image) for s in TRAIN],
+        labels=[ancient(BY_ID[s].label) for s in TRAIN],
     output:
         fingerprint="results/plan/fingerprint.json",
         plan="results/plan/plan.json",
@@ -14,6 +17,8 @@ rule plan:
         "logs/benchmarks/plan.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("plan"),
     params:
         script=script("plan.py"),
         subjects=as_json(

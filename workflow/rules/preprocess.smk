@@ -16,6 +16,8 @@ rule preprocess:
         "logs/benchmarks/preprocess/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("preprocess"),
     params:
         script=script("preprocess.py"),
     shell:
@@ -37,6 +39,8 @@ rule patches:
         "logs/benchmarks/patches/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("patches"),
     params:
         script=script("patches.py"),
         patches=as_json(config["patches"]),

@@ -21,9 +21,12 @@ rule train:
         "logs/benchmarks/train.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    threads: workflow.cores
+    threads: rule_threads("train")
+    resources:
+        **cluster_resources("train"),
     params:
         script=script("train.py"),
+        launch=train_launcher(),
         val=as_json(
             [
                 {
@@ -36,5 +39,5 @@ rule train:
         ),
         config=as_json({k: config[k] for k in ("model", "training", "inference")}),
     shell:
-        "python {params.script} --plan {input.plan} --stores {input.stores}"
+        "{params.launch} python {params.script} --plan {input.plan} --stores {input.stores}"
         " --val {params.val} --config {params.config} --out-dir results/model > {log} 2>&1"

@@ -1,0 +1,109 @@
+"""The demo pipeline through `snakemake --profile profiles/slurm` on a real SLURM cluster.
+
+Needs a running cluster (tests/cluster/slurm-up.sh, which .ci/run starts). Without one the
+test is skipped, unless COHORTSEG_REQUIRE_SLURM=1 (as in CI), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cohortseg.cohort import demo_subjects
+from cohortseg.io import read_tsv
+from tests.workflow.conftest import REPO, snakemake
+
+DEMO = {
+    "subjects_per_split": {"train": 6, "val": 1, "test": 2, "infer": 1},
+    "shape": [56, 56, 40],
+    "spacing_mm": [1.7, 1.7, 2.4],
+    "seed": 0,
+}
+TRAIN_TASKS = 1
+
+pytestmark = pytest.mark.slow
+
+
+def cluster_is_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return proc.returncode == 0 and any(s in proc.stdout for s in ("idle", "mixed", "alloc"))
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    if not cluster_is_up():
+        if os.environ.get("COHORTSEG_REQUIRE_SLURM") == "1":
+            pytest.fail("no SLURM cluster answers (run tests/cluster/slurm-up.sh)")
+        pytest.skip("no SLURM cluster (tests/cluster/slurm-up.sh starts one)")
+    workdir = tmp_path_factory.mktemp("slurm")
+    cluster = (
+        "{rules: {default: {mem_mb: 1000, runtime: 30, cpus_per_task: 1},"
+        f" train: {{mem_mb: 4000, runtime: 60, cpus_per_task: 1, tasks: {TRAIN_TASKS}, gpus: 0}},"
+        " infer: {mem_mb: 2000, runtime: 30, cpus_per_task: 1, gpus: 0}}}"
+    )
+    demo = (
+        "{subjects_per_split: {train: 6, val: 1, test: 2, infer: 1}, shape: [56, 56, 40],"
+        " spacing_mm: [1.7, 1.7, 2.4], seed: 0}"
+    )
+    proc = snakemake(
+        workdir,
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--jobs",
+        "4",
+        "--config",
+        f"cluster={cluster}",
+        f"demo={demo}",
+        "inference={shard_size: 5}",
+    )
+    return workdir, proc.stdout + proc.stderr
+
+
+def test_every_job_ran_as_a_slurm_job(slurm_run):
+    workdir, output = slurm_run
+    job_ids = set(re.findall(r"SLURM jobid (\d+)", output))
+    assert job_ids, output[-3000:]
+    rows = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%k", "-j", ",".join(sorted(job_ids))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(rows) == len(job_ids)
+    assert all(r.split("|")[1] == "COMPLETED" for r in rows), rows
+    n_subjects = sum(DEMO["subjects_per_split"].values())
+    # demo subjects, plan, preprocess, patches, train, 2 infer shards, 2 evaluate, summarise
+    assert len(job_ids) == n_subjects + 1 + 7 + 6 + 1 + 2 + 2 + 1
+    comments = [r.split("|")[2] for r in rows]
+    for rule in ("rule_plan", "rule_train", "rule_infer_00000", "rule_summarise"):
+        assert sum(c.startswith(rule) for c in comments) == 1, (rule, comments)
+
+
+def test_results_pass_the_local_checks(slurm_run):
+    workdir, _ = slurm_run
+    for s in demo_subjects(DEMO):
+        image = nib.load(workdir / s.image)
+        seg = nib.load(workdir / "results" / "segmentations" / f"{s.subject}.nii.gz")
+        assert seg.shape == image.shape
+        np.testing.assert_allclose(seg.affine, image.affine, atol=1e-5)
+    rows = [r for r in read_tsv(workdir / "results" / "metrics.tsv") if r["split"] == "test"]
+    for c in ("organ", "shell", "tube"):
+        assert np.mean([float(r[f"dice_{c}"]) for r in rows]) >= 0.80, c
+
+
+def test_training_ran_under_srun_with_its_tasks(slurm_run):
+    workdir, _ = slurm_run
+    log = (workdir / "logs" / "train.log").read_text()
+    assert f"world size {TRAIN_TASKS}" in log or TRAIN_TASKS == 1

@@ -1,0 +1,59 @@
+"""What Snakemake reruns after a change: exactly the affected jobs (dry runs on a copy of the
+finished demo run)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+import pytest
+import yaml
+
+from cohortseg.cohort import demo_subjects
+from tests.workflow.conftest import REPO, job_counts, snakemake
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SUBJECTS = demo_subjects(CONFIG["demo"])
+N_SHARDS = math.ceil(len(SUBJECTS) / CONFIG["inference"]["shard_size"])
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def finished(demo_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy, symlinks=True)  # copy2 keeps modification times
+    return copy
+
+
+def test_rerun_train_reruns_downstream_only(finished):
+    counts = job_counts(snakemake(finished, "-n", "-R", "train").stdout)
+    infer = sum(n for r, n in counts.items() if r.startswith("infer_"))
+    assert counts.pop("train") == 1
+    assert infer == N_SHARDS
+    assert counts["evaluate"] == N_SHARDS and counts["summarise"] == 1
+    for upstream in ("demo_subject", "plan", "preprocess", "patches"):
+        assert upstream not in counts
+
+
+def test_a_replaced_label_reruns_that_subject_and_everything_after(finished):
+    subject = next(s for s in SUBJECTS if s.split == "train" and s.subject != "demo-001")
+    label = finished / subject.label
+    data = label.read_bytes()
+    label.unlink()
+    label.write_bytes(data)  # a new file with a newer modification time
+    counts = job_counts(snakemake(finished, "-n").stdout)
+    assert counts["preprocess"] == 1 and counts["patches"] == 1
+    assert "plan" not in counts  # one edited label does not re-plan the cohort
+    assert counts["train"] == 1
+    assert sum(n for r, n in counts.items() if r.startswith("infer_")) == N_SHARDS
+    assert "demo_subject" not in counts
+
+
+def test_a_deleted_segmentation_reruns_only_its_shard(finished):
+    victim = SUBJECTS[5].subject
+    os.remove(finished / "results" / "segmentations" / f"{victim}.nii.gz")
+    counts = job_counts(snakemake(finished, "-n").stdout)
+    shard = 5 // CONFIG["inference"]["shard_size"]
+    assert counts == {f"infer_{shard:05d}": 1, "evaluate": 1, "summarise": 1, "all": 1}
