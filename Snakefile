@@ -17,11 +17,14 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/validate.smk"
+include: "workflow/rules/privacy.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -30,3 +33,12 @@ rule all:
         "results/metrics.tsv",
         "results/summary.json",
         "results/model/learning_curve.png",
+        "results/stats.tsv",
+        "results/stats_summary.json",
+        "results/qc/montages",
+        "results/report/run.html",
+        MESHES,
+        MAPPING_TARGETS,
+        # Segmentations are final results: requested here, a deleted one is made again (an
+        # intermediate file that is missing would not rerun anything).
+        [segmentation(s) for members in SHARD_OF.values() for s in members],

@@ -5,6 +5,7 @@ import argparse
 from cohortseg.cli import run
 from cohortseg.io import read_tsv, write_json, write_tsv
 from cohortseg.metrics import metric_columns, summarise
+from cohortseg.validate import read_problems
 
 
 def main() -> None:
@@ -13,10 +14,16 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--metrics", required=True, help="output TSV")
     parser.add_argument("--summary", required=True, help="output JSON")
+    parser.add_argument("--invalid", required=True, help="results/qc/invalid_subjects.tsv")
     args = parser.parse_args()
     rows = [row for path in args.shards for row in read_tsv(path)]
     write_tsv(args.metrics, rows, metric_columns(args.classes))
-    write_json(args.summary, summarise(rows, args.classes))
+    summary = summarise(rows, args.classes)
+    problems = read_problems(args.invalid)
+    summary["n_segmented"] = len(rows)
+    summary["invalid_subjects"] = sorted({p.subject for p in problems})
+    summary["problems"] = [str(p) for p in problems]
+    write_json(args.summary, summary)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
-"""Shard inference: outputs on each subject's native grid; one bad subject fails alone."""
+"""Shard inference: outputs on each subject's native grid, the same bytes however subjects are
+sharded or how many workers there are; one bad subject fails alone; bounded read-ahead."""
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
+import cohortseg.infer as infer
 from cohortseg.errors import CohortsegError
-from cohortseg.infer import ShardItem, check_shard, segment_shard
+from cohortseg.infer import ShardItem, check_shard, segment_items, segment_shard
 from cohortseg.models import build_network
+from cohortseg.preprocess import CanonicalImage
 
 MODEL = {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
@@ -51,3 +59,98 @@ def test_a_missing_image_fails_only_that_subject(tmp_path, phantom_files, checkp
     assert not (tmp_path / "sub-missing.nii.gz").exists()
     with pytest.raises(CohortsegError, match="sub-missing.*nope.nii.gz.*does not exist"):
         check_shard(failures)
+
+
+def test_outputs_are_byte_identical_across_worker_counts_and_shard_splits(
+    tmp_path, phantom_files, checkpoint
+):
+    def items(name: str) -> list[ShardItem]:
+        return [ShardItem(s, i, str(tmp_path / name / f"{s}.nii.gz")) for s, i, _ in phantom_files]
+
+    one = items("one_shard")
+    assert segment_shard(checkpoint, one, {**INFERENCE, "num_workers": 1, "queue_size": 1}) == []
+    split = items("two_shards")
+    settings = {**INFERENCE, "num_workers": 3, "queue_size": 2}
+    assert segment_shard(checkpoint, split[1:], settings) == []
+    assert segment_shard(checkpoint, split[:1], settings) == []
+    for a, b in zip(one, split, strict=True):
+        data = Path(a.output).read_bytes()
+        assert data == Path(b.output).read_bytes(), a.subject
+        # gzip header without a file name (the temporary one would differ) and with mtime 0
+        assert data[:2] == b"\x1f\x8b" and not data[3] & 0x08 and data[4:8] == bytes(4)
+
+
+def test_a_corrupt_image_in_the_middle_fails_only_that_subject(
+    tmp_path, phantom_files, checkpoint, caplog
+):
+    caplog.set_level(logging.INFO, logger="cohortseg.infer")
+    whole = Path(phantom_files[0][1]).read_bytes()
+    corrupt = tmp_path / "truncated.nii.gz"
+    corrupt.write_bytes(whole[: len(whole) // 2])  # an interrupted copy: the header reads fine
+    out = tmp_path / "out"
+    items = [ShardItem(s, i, str(out / f"{s}.nii.gz")) for s, i, _ in phantom_files]
+    items.insert(1, ShardItem("sub-corrupt", str(corrupt), str(out / "sub-corrupt.nii.gz")))
+    failures = segment_shard(checkpoint, items, {**INFERENCE, "num_workers": 2, "queue_size": 2})
+    assert [f.subject for f in failures] == ["sub-corrupt"]
+    # every other subject is written, and nothing else: no partial or temporary file
+    assert sorted(p.name for p in out.iterdir()) == [f"{s}.nii.gz" for s, _, _ in phantom_files]
+    for item in items[:1] + items[2:]:
+        assert nib.load(item.output).shape == nib.load(item.image).shape
+    # progress: one line per subject with the throughput and the time left
+    progress = [r.getMessage() for r in caplog.records if "left]" in r.getMessage()]
+    subjects = sorted(line.split(":")[0] for line in progress)  # writers finish in any order
+    assert subjects == ["sub-00", "sub-01", "sub-02", "sub-corrupt"]
+    assert all("volumes/s, about" in line for line in progress)
+    with pytest.raises(
+        CohortsegError, match="1 subject.*\n.*sub-corrupt.*truncated.nii.gz.*cannot read"
+    ):
+        check_shard(failures)
+
+
+def test_readers_run_at_most_queue_size_volumes_ahead_and_writers_queue_at_most_as_many(
+    monkeypatch, tmp_path
+):
+    queue_size, n = 3, 12
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def record(kind: str, index: int) -> None:
+        with lock:
+            events.append((kind, index))
+
+    def read(item: ShardItem, pin_memory: bool = False) -> CanonicalImage:
+        record("read", int(item.subject))
+        eye = np.eye(4)
+        data = np.full((1, 1, 1), int(item.subject), np.float32)
+        return CanonicalImage(data, eye, np.array([[0, 1], [1, 1], [2, 1]]), (1, 1, 1), eye)
+
+    def segment(net, image, plan, inference, device):
+        record("segment", int(image.data[0, 0, 0]))
+        time.sleep(0.005)
+        return np.zeros((1, 1, 1), np.uint8), None
+
+    def write(segmented) -> None:
+        time.sleep(0.02)  # writers slower than the device: their queue fills up
+        record("written", int(segmented.item.subject))
+
+    monkeypatch.setattr(infer, "read_volume", read)
+    monkeypatch.setattr(infer, "segment_canonical", segment)
+    monkeypatch.setattr(infer, "write_labels", write)
+    items = [ShardItem(str(k), f"{k}.nii.gz", str(tmp_path / f"{k}.nii.gz")) for k in range(n)]
+    settings = {"num_workers": 2, "queue_size": queue_size}
+    assert segment_items(None, {}, items, settings, torch.device("cpu")) == []
+
+    started = written = 0
+    read_ahead, write_backlog = [], []
+    for kind, index in events:
+        if kind == "read":
+            read_ahead.append(index - started)  # volumes ahead of the one the device is on
+        elif kind == "segment":
+            assert index == started  # the device takes volumes in order
+            write_backlog.append(started - written)  # label maps not yet written
+            started += 1
+        else:
+            written += 1
+    assert started == written == n
+    assert 1 <= max(read_ahead) <= queue_size  # reading ahead, but never further
+    assert 1 <= max(write_backlog) <= queue_size  # writing behind, but never further

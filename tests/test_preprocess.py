@@ -5,16 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from skimage.filters import threshold_otsu
 
 from cohortseg.cohort import demo_affine, demo_phantom
 from cohortseg.preprocess import (
+    Geometry,
     body_crop,
     normalise,
+    otsu_threshold,
     prepare_image,
     prepare_label,
     reorient,
     resize,
     resize_affine,
+    restore_canonical_labels,
     restore_labels,
     spacing_of,
     undo_reorient,
@@ -116,6 +120,64 @@ def test_body_crop_contains_the_body_with_margin() -> None:
     vol[10:20, 5:25, 12:14] = 100.0
     box = body_crop(vol, margin=2)
     assert box == ((8, 22), (3, 27), (10, 16))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_otsu_threshold_is_skimages(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(100, 20, 3000), rng.normal(400 + 50 * seed, 60, 5000)])
+    values = values.astype(np.float32).reshape(20, 20, 20)
+    expected = threshold_otsu(values)
+    assert otsu_threshold(torch.from_numpy(values)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_body_crop_of_a_tensor_is_that_of_the_array() -> None:
+    image, _, _ = demo_phantom([30, 26, 22], [2.0, 2.0, 2.0], seed=4)
+    image = image.astype(np.float32)
+    assert body_crop(torch.from_numpy(image), 3) == body_crop(image, 3)
+
+
+def full_grid_restore(probabilities: torch.Tensor, geometry: Geometry) -> np.ndarray:
+    """The plain definition: pad with background, resize the whole grid, argmax."""
+    full = torch.zeros((probabilities.shape[0], *geometry.resampled_shape))
+    full[0] = 1.0
+    full[(slice(None), *(slice(a, b) for a, b in geometry.crop))] = probabilities
+    full = torch.nn.functional.interpolate(
+        full[None], size=geometry.canonical_shape, mode="trilinear", align_corners=False
+    )[0]
+    return torch.argmax(full, dim=0).to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize(
+    ("canonical", "resampled", "crop"),
+    [
+        ((30, 26, 22), (45, 13, 22), ((5, 40), (2, 11), (0, 22))),  # up, down, identity
+        ((20, 21, 33), (11, 28, 48), ((0, 11), (7, 28), (19, 34))),
+        ((16, 16, 16), (16, 16, 16), ((3, 9), (0, 16), (4, 5))),  # identity, thin crop
+        ((12, 40, 9), (30, 20, 9), ((0, 30), (0, 20), (0, 9))),  # no crop
+    ],
+)
+def test_restoring_only_the_crop_in_chunks_matches_the_full_grid_definition(
+    canonical, resampled, crop
+) -> None:
+    geometry = Geometry(
+        native_shape=canonical,
+        native_affine=np.eye(4).tolist(),
+        orientation=[[0, 1], [1, 1], [2, 1]],
+        canonical_shape=canonical,
+        resampled_shape=resampled,
+        crop=crop,
+        affine=np.eye(4).tolist(),
+    )
+    torch.manual_seed(0)
+    shape = [b - a for a, b in crop]
+    probs = torch.softmax(3 * torch.randn(4, *shape), dim=0)
+    expected = full_grid_restore(probs, geometry)
+    labels = restore_canonical_labels(probs, geometry).numpy()
+    assert labels.shape == canonical and labels.dtype == np.uint8
+    assert np.mean(labels != expected) < 1e-4  # float rounding may break an exact tie
+    chunked = restore_canonical_labels(probs, geometry, chunk_voxels=7).numpy()
+    np.testing.assert_array_equal(chunked, labels)
 
 
 def test_zscore_normalisation() -> None:

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from cohortseg.errors import CohortsegError
 from cohortseg.io import load_nifti, read_tsv, save_nifti
+from cohortseg.models import build_network
 from cohortseg.patches import write_store
 from cohortseg.preprocess import prepare_image, prepare_label, spacing_of
-from cohortseg.train import ValidationSubject, train
+from cohortseg.train import (
+    EpochBatchSampler,
+    ValidationSubject,
+    augment,
+    checkpoint_activations,
+    scaled_learning_rate,
+    train,
+    weights_digest,
+)
 
 CONFIG = {
     "model": {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
@@ -78,3 +90,90 @@ def test_training_writes_outputs_and_is_deterministic(tmp_path, phantom_files, s
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert (tmp_path / "a" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert state["finished"] and state["epoch"] == 2 and state["step"] == 0
+    assert state["rank_weight_digests"] == [weights_digest(a)]
+
+
+def test_rerun_resumes_its_own_checkpoint_and_not_another_runs(
+    tmp_path, phantom_files, small_plan, caplog
+):
+    stores, val = make_inputs(tmp_path, phantom_files, small_plan)
+    out = tmp_path / "run"
+    train(CONFIG, small_plan, stores, val, out)
+    first = torch.load(out / "last.pt", weights_only=False)["model_state"]
+
+    caplog.set_level(logging.INFO, logger="cohortseg")
+    caplog.clear()
+    train(CONFIG, small_plan, stores, val, out)  # finished: resumes at the end, trains nothing
+    assert "resumed from" in caplog.text
+    assert "epoch 1/2" not in caplog.text and "epoch 2/2" not in caplog.text
+    again = torch.load(out / "last.pt", weights_only=False)["model_state"]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert [r["epoch"] for r in read_tsv(out / "training_log.tsv")] == ["1", "2"]
+
+    caplog.clear()
+    other = {**CONFIG, "training": {**CONFIG["training"], "seed": 8}}
+    train(other, small_plan, stores, val, out)
+    assert "written for another run (training.seed (7 then, 8 now))" in caplog.text
+    assert "epoch 2/2" in caplog.text
+
+
+def test_batch_order_is_a_function_of_seed_epoch_and_step():
+    one = EpochBatchSampler(10, batch_size=4, steps=5, seed=3)
+    ranks = [EpochBatchSampler(10, 2, 5, 3, rank=r, world_size=2) for r in range(2)]
+    for epoch in range(2):
+        one.set_epoch(epoch)
+        batches = list(one)
+        assert len(batches) == 5 and all(len(b) == 4 for b in batches)
+        for step, batch in enumerate(batches):  # the ranks split each global batch
+            assert ranks[0].batch(epoch, step) + ranks[1].batch(epoch, step) == batch
+            seeds = ranks[0].sample_seeds(epoch, step) + ranks[1].sample_seeds(epoch, step)
+            assert seeds == one.sample_seeds(epoch, step)
+        order = one.global_order(epoch)  # every patch once before any twice
+        assert sorted(order[:10]) == list(range(10)) and sorted(order[10:]) == list(range(10))
+        one.set_epoch(epoch, start_step=3)  # resuming within the epoch gives the rest of it
+        assert list(one) == batches[3:] and len(one) == 2
+    fresh = EpochBatchSampler(10, 4, 5, seed=3)
+    assert list(fresh.global_order(1)) == list(one.global_order(1))
+    assert list(fresh.global_order(0)) != list(fresh.global_order(1))
+    assert list(EpochBatchSampler(10, 4, 5, seed=4).global_order(0)) != list(fresh.global_order(0))
+
+
+def test_augmentation_does_not_depend_on_how_samples_are_batched():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(3, 1, 6, 5, 4, generator=gen)
+    label = torch.randint(0, 4, (3, 1, 6, 5, 4), generator=gen)
+    seeds = [11, 12, 13]
+    whole = augment(image, label, seeds)
+    split = [augment(image[k : k + 1], label[k : k + 1], seeds[k : k + 1]) for k in range(3)]
+    assert torch.equal(whole[0], torch.cat([s[0] for s in split]))
+    assert torch.equal(whole[1], torch.cat([s[1] for s in split]))
+    assert not torch.equal(whole[0], image)
+    assert torch.equal(augment(image, label, seeds)[0], whole[0])
+    # labels move with their voxels: a flip is the same for image and label
+    assert sorted(whole[1].flatten().tolist()) == sorted(label.flatten().tolist())
+
+
+def test_activation_checkpointing_keeps_parameter_names_and_gradients():
+    model = {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
+    torch.manual_seed(0)
+    plain = build_network(model, 3)
+    ckpt = build_network(model, 3)
+    ckpt.load_state_dict(plain.state_dict())
+    assert checkpoint_activations(ckpt) > 0
+    assert list(ckpt.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 1, 16, 16, 16)
+    for net in (plain, ckpt):
+        net(x).square().mean().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), ckpt(x))
+
+
+def test_learning_rate_scales_linearly_with_the_ranks_on_request():
+    assert scaled_learning_rate(0.01, "none", 8) == 0.01
+    assert scaled_learning_rate(0.01, "linear", 8) == pytest.approx(0.08)
+    with pytest.raises(CohortsegError, match="lr_scaling"):
+        scaled_learning_rate(0.01, "sqrt", 8)

@@ -259,3 +259,18 @@ def write_demo_subject(subject: Subject, demo: Mapping) -> None:
     save_nifti(subject.image, image, affine)
     if subject.label:
         save_nifti(subject.label, label, affine)
+
+
+def shard_table(
+    subjects: Sequence[str], shard_size: int, leave_out: frozenset[str] | set[str] = frozenset()
+) -> dict[str, list[str]]:
+    """Shards by id (``00000``…, zero-padded to at least 5 digits) → member subjects.
+
+    Membership is fixed by the sheet order of *all* subjects, then subjects in ``leave_out``
+    are dropped (and shards left empty with them), so that leaving a subject out never moves
+    other subjects between shards.
+    """
+    groups = shards(subjects, shard_size)
+    width = max(5, len(str(len(groups))))
+    table = {f"{k:0{width}d}": [s for s in g if s not in leave_out] for k, g in enumerate(groups)}
+    return {k: members for k, members in table.items() if members}

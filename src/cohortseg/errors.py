@@ -21,7 +21,9 @@ class InvalidInputError(CohortsegError):
     """
 
     def __init__(self, subject: str, path: str, problem: str) -> None:
+        from cohortseg.privacy import show_path  # here: privacy imports this module
+
         self.subject = subject
-        self.path = str(path)
+        self.path = show_path(path)
         self.problem = problem
         super().__init__(f"{subject}: {self.path}: {problem}")

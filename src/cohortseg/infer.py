@@ -1,24 +1,41 @@
-"""Sliding-window inference: one model, many subjects, predictions mapped back to each
-subject's native grid."""
+"""Cohort-scale inference: one model, many subjects, predictions mapped back to each subject's
+native grid, with reading, segmenting and writing overlapped in a streaming pipeline."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from tqdm import tqdm
 
 from cohortseg.errors import CohortsegError, InvalidInputError
 from cohortseg.io import load_nifti, save_nifti
 from cohortseg.models import build_network
-from cohortseg.preprocess import prepare_image, restore_labels
+from cohortseg.preprocess import (
+    CanonicalImage,
+    Geometry,
+    prepare_canonical,
+    prepare_image,
+    restore_canonical_labels,
+    restore_labels,
+    to_canonical,
+    undo_reorient,
+)
 
 log = logging.getLogger(__name__)
+
+# Defaults of the inference keys that older configs (and callers such as validation during
+# training) may not carry; config.yaml documents them.
+DEFAULT_NUM_WORKERS = 2
+DEFAULT_QUEUE_SIZE = 4
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -87,31 +104,246 @@ class ShardItem:
     output: str
 
 
+@dataclass
+class _Segmented:
+    """A label map in RAS voxel order, waiting to be reoriented and written."""
+
+    item: ShardItem
+    labels: np.ndarray
+    geometry: Geometry
+
+
+def read_volume(item: ShardItem, pin_memory: bool = False) -> CanonicalImage:
+    """Read and decode a subject's image and reorient it to RAS voxel order (a reader's job).
+
+    ``pin_memory`` puts the voxels in page-locked memory for an asynchronous copy to a GPU.
+    Raises ``InvalidInputError`` if the file cannot be read.
+    """
+    data, affine = load_nifti(item.image, item.subject)
+    try:
+        image = to_canonical(data, affine)
+    except Exception as exc:  # a degenerate affine, for one
+        raise InvalidInputError(item.subject, item.image, f"cannot reorient: {exc}") from exc
+    if pin_memory:
+        image.data = torch.from_numpy(image.data).pin_memory()  # type: ignore[assignment]
+    return image
+
+
+def write_labels(segmented: _Segmented) -> None:
+    """Reorient a label map to the native voxel order and write it, gzip-compressed and
+    atomically, with the input's affine (a writer's job)."""
+    geometry = segmented.geometry
+    labels = undo_reorient(segmented.labels, np.asarray(geometry.orientation))
+    save_nifti(segmented.item.output, labels, np.asarray(geometry.native_affine), dtype=np.uint8)
+
+
+def segment_canonical(
+    net: torch.nn.Module,
+    image: CanonicalImage,
+    plan: Mapping,
+    inference: Mapping,
+    device: torch.device,
+) -> tuple[np.ndarray, Geometry]:
+    """The device's job for one volume: normalise, resample to the plan's spacing, segment by
+    sliding window and resample the class probabilities of the crop back to the canonical
+    native grid before the argmax, all on ``device``.
+
+    Returns the (X, Y, Z) uint8 labels in RAS voxel order (on the host) and the geometry.
+    """
+    tensor, geometry = prepare_canonical(image, plan, device)
+    probs = predict_probabilities(
+        net,
+        tensor,
+        plan["patch_size"],
+        float(inference["overlap"]),
+        int(inference["sw_batch_size"]),
+    )
+    del tensor
+    labels = restore_canonical_labels(probs, geometry)
+    return labels.cpu().numpy(), geometry
+
+
+class _Progress:
+    """Thread-safe count of finished subjects, logged with throughput and time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.start = time.perf_counter()
+        self._lock = threading.Lock()
+
+    def finished(self, item: ShardItem, error: InvalidInputError | None) -> None:
+        with self._lock:
+            self.done += 1
+            self.failed += error is not None
+            elapsed = time.perf_counter() - self.start
+            rate = self.done / elapsed if elapsed > 0 else float("inf")
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            status = "FAILED (see above)" if error else f"-> {item.output}"
+            log.info(
+                "%s: %s [%d/%d, %d failed, %.3f volumes/s, about %s left]",
+                item.subject,
+                status,
+                self.done,
+                self.total,
+                self.failed,
+                rate,
+                _duration(left),
+            )
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+@contextmanager
+def _pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool whose queued (not yet started) jobs are dropped if the block fails."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"cohortseg-{name}")
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def segment_items(
+    net: torch.nn.Module,
+    plan: Mapping,
+    items: Sequence[ShardItem],
+    inference: Mapping,
+    device: torch.device,
+) -> list[InvalidInputError]:
+    """Segment subjects with a loaded network as a streaming pipeline.
+
+    ``inference.num_workers`` reader threads decode images ahead of the device, at most
+    ``inference.queue_size`` volumes ahead of the one being segmented; the device segments one
+    volume at a time in item order (:func:`segment_canonical`), so results depend neither on
+    the number of workers nor on how subjects are sharded; ``num_workers`` writer threads
+    encode and write the label maps, at most ``queue_size`` waiting. Host memory is therefore
+    bounded by about ``queue_size`` float32 images plus ``queue_size`` uint8 label maps plus
+    the volume on the device. Decoding and gzip (zlib) release the GIL, so threads suffice.
+
+    A subject that cannot be read, segmented or written is logged and reported; the others are
+    still segmented. Returns the per-subject errors in item order (empty when all succeeded).
+    """
+    num_workers = max(1, int(inference.get("num_workers", DEFAULT_NUM_WORKERS)))
+    queue_size = max(1, int(inference.get("queue_size", DEFAULT_QUEUE_SIZE)))
+    pin = device.type == "cuda"
+    progress = _Progress(len(items))
+    failures: dict[int, InvalidInputError] = {}
+    lock = threading.Lock()
+
+    def fail(index: int, error: InvalidInputError) -> None:
+        with lock:
+            failures[index] = error
+        progress.finished(items[index], error)
+
+    def write(index: int, segmented: _Segmented) -> None:
+        try:
+            write_labels(segmented)
+        except Exception as exc:
+            log.exception("%s: cannot write %s", segmented.item.subject, segmented.item.output)
+            item = segmented.item
+            fail(index, InvalidInputError(item.subject, item.output, f"cannot write: {exc}"))
+        else:
+            progress.finished(segmented.item, None)
+
+    log.info(
+        "segmenting %d subject(s) on %s: num_workers %d, queue_size %d",
+        len(items),
+        _device_name(device),
+        num_workers,
+        queue_size,
+    )
+    device_s = read_wait_s = write_wait_s = 0.0
+    with _pool(num_workers, "read") as readers, _pool(num_workers, "write") as writers:
+        reads: deque[tuple[int, Future[CanonicalImage]]] = deque()
+        writes: deque[Future[None]] = deque()
+        upcoming = iter(range(len(items)))
+
+        def read_ahead() -> None:
+            # the readers run at most queue_size volumes ahead of the device
+            while len(reads) < queue_size and (index := next(upcoming, None)) is not None:
+                reads.append((index, readers.submit(read_volume, items[index], pin)))
+
+        read_ahead()
+        while reads:
+            index, future = reads.popleft()
+            read_ahead()
+            item = items[index]
+            tick = time.perf_counter()
+            try:
+                image = future.result()
+            except InvalidInputError as exc:
+                log.error("%s", exc)
+                fail(index, exc)
+                continue
+            except Exception as exc:
+                log.exception("%s: cannot read %s", item.subject, item.image)
+                fail(index, InvalidInputError(item.subject, item.image, f"cannot read: {exc}"))
+                continue
+            finally:
+                read_wait_s += time.perf_counter() - tick
+            tick = time.perf_counter()
+            try:
+                labels, geometry = segment_canonical(net, image, plan, inference, device)
+            except Exception as exc:
+                log.exception("%s: segmentation failed", item.subject)
+                problem = f"segmentation failed: {type(exc).__name__}: {exc}"
+                fail(index, InvalidInputError(item.subject, item.image, problem))
+                continue
+            finally:
+                del image
+                device_s += time.perf_counter() - tick
+            tick = time.perf_counter()
+            while len(writes) >= queue_size:
+                writes.popleft().result()
+            write_wait_s += time.perf_counter() - tick
+            writes.append(writers.submit(write, index, _Segmented(item, labels, geometry)))
+            del labels
+        tick = time.perf_counter()
+        for pending in writes:
+            pending.result()
+        write_wait_s += time.perf_counter() - tick
+    elapsed = time.perf_counter() - progress.start
+    log.info(
+        "segmented %d subject(s) in %.1f s (%.3f volumes/s, %d failed): device %.1f s, "
+        "waiting for readers %.1f s, waiting for writers %.1f s",
+        len(items),
+        elapsed,
+        len(items) / elapsed if elapsed > 0 else 0.0,
+        len(failures),
+        device_s,
+        read_wait_s,
+        write_wait_s,
+    )
+    return [failures[i] for i in sorted(failures)]
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
 def segment_shard(
     checkpoint: str, items: Sequence[ShardItem], inference: Mapping
 ) -> list[InvalidInputError]:
-    """Segment every subject of a shard with one model load.
+    """Segment every subject of a shard with one model load (see :func:`segment_items`).
 
-    A subject whose input cannot be read is reported and skipped; the others are still
-    segmented. Returns the per-subject errors (empty when all succeeded).
+    A subject whose input cannot be read (or segmented, or written) is reported and skipped;
+    the others are still segmented. Returns the per-subject errors (empty when all succeeded).
     """
     device = pick_device(inference.get("device", "auto"))
     net, plan = load_model(checkpoint, device)
-    failures: list[InvalidInputError] = []
-    start = time.perf_counter()
-    for item in tqdm(items, desc="segment", mininterval=5):
-        try:
-            data, affine = load_nifti(item.image, item.subject)
-        except InvalidInputError as exc:
-            log.error("%s", exc)
-            failures.append(exc)
-            continue
-        labels = segment(net, data, affine, plan, inference, device)
-        save_nifti(item.output, labels, affine, dtype=np.uint8)
-        log.info("%s: segmented %s -> %s", item.subject, item.image, item.output)
-    elapsed = time.perf_counter() - start
-    log.info("shard: %d subjects in %.1f s (%d failed)", len(items), elapsed, len(failures))
-    return failures
+    return segment_items(net, plan, items, inference, device)
 
 
 def check_shard(failures: Sequence[InvalidInputError]) -> None:

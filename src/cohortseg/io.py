@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import tempfile
@@ -22,7 +23,8 @@ def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Ite
     """Yield a temporary path beside ``path``; rename it to ``path`` once the block succeeds.
 
     The file appears under its final name only when complete: it is fsynced, then renamed
-    (atomic on POSIX within one directory). On error the temporary file is removed.
+    (atomic on POSIX within one directory). On error the temporary file is removed; temporary
+    files left by an earlier, killed writer of the same file are removed first.
 
     Parameters
     ----------
@@ -36,6 +38,10 @@ def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Ite
     final.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(final.suffixes) or ".tmp"
+    # one writer per output (Snakemake's guarantee): temporaries of a killed earlier writer of
+    # this same file are stale, and go
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)

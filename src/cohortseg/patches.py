@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from cohortseg.errors import CohortsegError
+
+if TYPE_CHECKING:
+    import torch
 from cohortseg.io import atomic_write
 
 
@@ -94,7 +96,7 @@ def write_store(
     origins = sample_origins(label, size, n_patches, foreground_fraction, rng)
     fill = float(image.min())
     comp = None if compression in (None, "none") else compression
-    opts = {"compression": comp}
+    opts = {"compression": comp, "fletcher32": True}  # per-chunk checksums: corruption shows
     if comp == "gzip":
         opts["compression_opts"] = compression_level
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -116,11 +118,13 @@ def write_store(
         )
 
 
-class PatchDataset(Dataset):
+class PatchDataset:
     """All subjects' patch stores seen as one dataset, through an index of (store, row).
 
     Each DataLoader worker opens its own read-only handle per store, lazily, so the dataset can
     be forked into workers. Items are ``(image (1, *patch) float32, label (1, *patch) int64)``.
+    A map-style dataset for ``torch.utils.data.DataLoader``; torch is imported only when items
+    are read, so that planning a workflow (which imports this module) stays light.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], plan_hash: str | None = None):
@@ -155,12 +159,38 @@ class PatchDataset(Dataset):
         return self._handles[k]
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         k, row = self.index[item]
         h5 = self._store(k)
-        image = torch.from_numpy(h5["image"][row])
-        label = torch.from_numpy(h5["label"][row].astype(np.int64))[None]
+        try:
+            image = torch.from_numpy(h5["image"][row])
+            label = torch.from_numpy(h5["label"][row].astype(np.int64))[None]
+        except OSError as exc:  # a Fletcher-32 checksum mismatch or an unreadable chunk
+            raise CohortsegError(
+                f"patch store {self.paths[k]} is corrupt at patch {row} ({exc}): delete it and "
+                "rerun to rebuild it"
+            ) from exc
         return image, label
 
     def subjects(self) -> list[str]:
         """Subject ids of the stores, in order."""
         return [Path(p).name.removesuffix(".h5") for p in self.paths]
+
+
+def check_store(path: str | os.PathLike[str]) -> str | None:
+    """Cheap integrity check of a patch store (opens it, compares the recorded patch count with
+    the datasets, reads the last patch); returns the problem, or ``None`` if it looks whole.
+
+    Corruption inside other chunks is caught when training reads them (Fletcher-32).
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            n = int(h5.attrs["n_patches"])
+            if h5["image"].shape[0] != n or h5["label"].shape[0] != n or n < 1:
+                return f"recorded patch count {n} disagrees with the stored data"
+            h5["image"][n - 1]
+            h5["label"][n - 1]
+    except (OSError, KeyError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    return None

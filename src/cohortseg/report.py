@@ -1,19 +1,32 @@
-"""Figures and tables for people: the learning curve, the metrics table and the summary."""
+"""What people look at: the learning curve, QC montages, volume histograms, run times per rule
+and the HTML pages of the Snakemake report (run, metrics and statistics tables)."""
 
 from __future__ import annotations
 
+import hashlib
+import html
+import json
 import logging
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from cohortseg.io import atomic_write  # noqa: E402
+from cohortseg.errors import CohortsegError  # noqa: E402
+from cohortseg.io import atomic_write, load_nifti, read_tsv  # noqa: E402
+from cohortseg.stats import PER_CLASS, PROGRESS, robust_centre_scale  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+# Rows of a table shown in an HTML page; the full tables are the TSV files.
+MAX_TABLE_ROWS = 1000
 
 
 def plot_learning_curve(
@@ -31,6 +44,558 @@ def plot_learning_curve(
     ax_dice.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
     ax_dice.legend()
     fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", facecolor=fig.get_facecolor())
     plt.close(fig)
+
+
+def class_colour(value: int) -> tuple[float, float, float]:
+    """Display colour of label value ``value`` (1, 2, … : matplotlib's tab10 colours)."""
+    return plt.get_cmap("tab10")((value - 1) % 10)[:3]
+
+
+# --------------------------------------------------------------------------------------------
+# QC montages
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def select_qc_subjects(
+    stats_rows: Sequence[Mapping],
+    metric_rows: Sequence[Mapping],
+    classes: Sequence[str],
+    qc_sample: int,
+    qc_worst: int,
+    qc_unusual: int,
+    seed: int = 0,
+) -> list[dict]:
+    """Which subjects get a QC montage, and why.
+
+    The ``qc_worst`` subjects with the lowest mean Dice (over the classes, labelled subjects
+    only), the ``qc_unusual`` ones with the largest |robust z| of a class volume, and
+    ``qc_sample`` more drawn at random. The draw is deterministic: subjects are ranked by a hash
+    of the seed and their id, so adding subjects to the cohort keeps the earlier picks unless a
+    new subject ranks before them. Subjects whose segmentation failed are never picked.
+
+    Returns
+    -------
+    list of dict
+        ``subject``, ``split`` and ``why`` (reasons joined by "; "), worst Dice first, then
+        unusual volumes, then the sample.
+    """
+    rows = {r["subject"]: r for r in stats_rows if r.get("status") != "failed"}
+    chosen: dict[str, list[str]] = {}
+
+    def pick(subject: str, why: str) -> None:
+        chosen.setdefault(subject, []).append(why)
+
+    scored = []
+    for r in metric_rows:
+        dice = [_number(r.get(f"dice_{c}")) for c in classes]
+        if r["subject"] in rows and all(np.isfinite(dice)):
+            scored.append((float(np.mean(dice)), r["subject"]))
+    for mean_dice, subject in sorted(scored)[:qc_worst]:
+        pick(subject, f"low Dice (mean {mean_dice:.3f})")
+
+    most_unusual: dict[str, tuple[float, str, float]] = {}  # subject -> (|z|, class, z)
+    for subject, r in rows.items():
+        for c in classes:
+            z = _number(r.get(f"volume_z_{c}"))
+            if np.isfinite(z) and abs(z) > most_unusual.get(subject, (-1.0,))[0]:
+                most_unusual[subject] = (abs(z), c, z)
+    for subject in sorted(most_unusual, key=lambda s: (-most_unusual[s][0], s))[:qc_unusual]:
+        _, c, z = most_unusual[subject]
+        pick(subject, f"unusual {c} volume (z={z:+.1f})")
+
+    def rank(subject: str) -> str:
+        return hashlib.sha256(f"{seed}/{subject}".encode()).hexdigest()
+
+    drawn = [s for s in sorted(rows, key=rank) if s not in chosen][:qc_sample]
+    for subject in drawn:
+        pick(subject, "random sample")
+    return [
+        {"subject": s, "split": rows[s].get("split", ""), "why": "; ".join(why)}
+        for s, why in chosen.items()
+    ]
+
+
+def montage_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> list[dict]:
+    """Three orthogonal slices through the centre of the labelled region, ready to display.
+
+    Both volumes are first reoriented to the closest canonical (RAS) voxel order, so the views are
+    axial, coronal and sagittal whatever the scanner's voxel order. Slices are laid out in the
+    radiological convention: the patient's right on the viewer's left, anterior (sagittal) on
+    the left, superior and anterior up.
+
+    Returns
+    -------
+    list of dict
+        One per view: ``name``, ``image`` and ``labels`` (2D, row 0 at the bottom), ``extent_mm``
+        (width, height) and ``sides`` (letters at the left, right, bottom and top edges).
+    """
+    from cohortseg.preprocess import reorient, spacing_of  # local: imports torch
+
+    if image.shape != labels.shape:
+        raise CohortsegError(
+            f"image shape {image.shape} and segmentation shape {labels.shape} differ"
+        )
+    image, canon_affine, _ = reorient(image, affine)
+    labels, _, _ = reorient(labels, affine)
+    spacing = spacing_of(canon_affine)
+    fg = np.argwhere(labels > 0)
+    centre = ((fg.min(axis=0) + fg.max(axis=0)) // 2) if len(fg) else np.array(labels.shape) // 2
+    cx, cy, cz = (int(c) for c in centre)
+    # (view, 2D slices with rows = second axis, columns = first axis, spacings, edge letters)
+    views = [
+        ("axial", image[:, :, cz], labels[:, :, cz], (0, 1), ("R", "L", "P", "A")),
+        ("coronal", image[:, cy, :], labels[:, cy, :], (0, 2), ("R", "L", "I", "S")),
+        ("sagittal", image[cx, :, :], labels[cx, :, :], (1, 2), ("A", "P", "I", "S")),
+    ]
+    out = []
+    for name, img2d, lab2d, (col_axis, row_axis), sides in views:
+        # .T: rows along the second axis; [:, ::-1]: R (or A) on the viewer's left
+        img2d, lab2d = img2d.T[:, ::-1], lab2d.T[:, ::-1]
+        out.append(
+            {
+                "name": name,
+                "image": img2d,
+                "labels": lab2d,
+                "extent_mm": (
+                    img2d.shape[1] * float(spacing[col_axis]),
+                    img2d.shape[0] * float(spacing[row_axis]),
+                ),
+                "sides": sides,
+            }
+        )
+    return out
+
+
+def qc_montage(
+    image: np.ndarray,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    classes: Sequence[str],
+    title: str,
+    path: str | os.PathLike[str],
+) -> None:
+    """PNG of three orthogonal slices of ``image`` (X, Y, Z) with its label map overlaid, one
+    colour per class (:func:`class_colour`); see :func:`montage_slices` for the layout."""
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
+    for ax, view in zip(axes, montage_slices(image, labels, affine), strict=True):
+        w, h = view["extent_mm"]
+        extent = (0, w, 0, h)
+        ax.imshow(
+            view["image"],
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            origin="lower",
+            extent=extent,
+            interpolation="nearest",
+        )
+        overlay = np.zeros(view["labels"].shape + (4,))
+        for value in range(1, len(classes) + 1):
+            overlay[view["labels"] == value] = (*class_colour(value), 0.45)
+        ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest")
+        ax.set_title(view["name"], color="white")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        left, right, bottom, top = view["sides"]
+        style = {"color": "yellow", "fontsize": 11, "transform": ax.transAxes}
+        ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+        ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+        ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+    handles = [Patch(color=class_colour(v), label=c) for v, c in enumerate(classes, start=1)]
+    fig.legend(
+        handles=handles, loc="lower center", ncol=len(classes), frameon=False, labelcolor="white"
+    )
+    fig.suptitle(title, color="white")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _save(fig, path, dpi=80)
+
+
+def cohort_images(config: Mapping) -> dict[str, str]:
+    """Image path of every subject of the run, by the subject id the run uses (the pseudonym
+    in pseudonymised runs): the cohort of ``config`` (keys ``samples``, ``demo``, ``privacy``)
+    as the workflow reads it."""
+    from cohortseg.cohort import load_cohort
+    from cohortseg.privacy import load_key, pseudonymize
+
+    subjects = load_cohort(config)
+    if config["privacy"]["pseudonymize"]:
+        subjects = pseudonymize(subjects, load_key(config["privacy"]))
+    return {s.subject: s.image for s in subjects}
+
+
+def write_qc_montages(
+    selection: Sequence[Mapping],
+    stats_rows: Sequence[Mapping],
+    images: Mapping[str, str],
+    classes: Sequence[str],
+    out_dir: str | os.PathLike[str],
+) -> list[Path]:
+    """One montage ``{out_dir}/{subject}.png`` per selected subject: its image (from
+    ``images``, subject → path) with the segmentation named in the statistics table; returns
+    the paths written."""
+    from cohortseg.privacy import show_path
+
+    by_subject = {r["subject"]: r for r in stats_rows}
+    written = []
+    for sel in selection:
+        subject, row = sel["subject"], by_subject[sel["subject"]]
+        image, affine = load_nifti(images[subject], subject)
+        labels, seg_affine = load_nifti(row["segmentation"], subject, dtype=np.uint8)
+        if image.shape != labels.shape or not np.allclose(affine, seg_affine, atol=1e-3):
+            raise CohortsegError(
+                f"{subject}: segmentation {row['segmentation']} is not on the grid of its image "
+                f"{show_path(images[subject], 'image')}: rerun its inference shard"
+            )
+        path = Path(out_dir) / f"{subject}.png"
+        title = f"{subject} ({sel['split']}): {sel['why']}"
+        qc_montage(image, labels, affine, classes, title, path)
+        log.info("%s: QC montage -> %s", subject, path)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Cohort figures
+
+
+def plot_volume_histograms(
+    rows: Sequence[Mapping],
+    classes: Sequence[str],
+    outlier_z: float,
+    path: str | os.PathLike[str],
+) -> None:
+    """Histogram of each class's volume (mL) over the segmented subjects, with the median and
+    the outlier limits (median ± ``outlier_z`` robust SD); flagged subjects in red."""
+    n = len(classes)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.6 * nrows), squeeze=False)
+    measured = [r for r in rows if r.get("status") != "failed"]
+    for ax, (value, c) in zip(axes.ravel(), enumerate(classes, start=1), strict=False):
+        vols = np.array([_number(r.get(f"volume_ml_{c}")) for r in measured])
+        ok = np.isfinite(vols)
+        med, scale = robust_centre_scale(vols)
+        ax.hist(
+            vols[ok], bins=min(30, max(5, int(ok.sum()) // 2)), color=class_colour(value), alpha=0.8
+        )
+        if np.isfinite(med):
+            ax.axvline(med, color="black", lw=1, label="median")
+            for sign in (-1, 1):
+                ax.axvline(
+                    med + sign * outlier_z * scale,
+                    color="red",
+                    ls="--",
+                    lw=1,
+                    label=f"|z| = {outlier_z:g}" if sign > 0 else None,
+                )
+        flagged = [
+            (v, r["subject"])
+            for v, r in zip(vols, measured, strict=True)
+            if np.isfinite(v) and abs(_number(r.get(f"volume_z_{c}"))) > outlier_z
+        ]
+        for v, subject in flagged[:8]:
+            ax.annotate(
+                subject,
+                (v, 0),
+                xytext=(0, 12),
+                textcoords="offset points",
+                rotation=90,
+                color="red",
+                fontsize=7,
+                ha="center",
+                arrowprops={"arrowstyle": "-", "color": "red"},
+            )
+        ax.set(
+            xlabel=f"{c} volume (mL)",
+            ylabel="subjects",
+            title=f"{c}: n={int(ok.sum())}, {len(flagged)} flagged",
+        )
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def read_benchmarks(root: str | os.PathLike[str]) -> list[dict]:
+    """Run time per rule from Snakemake's ``benchmark:`` files under ``root``.
+
+    A file ``root/{rule}.tsv`` or ``root/{rule}/….tsv`` is one job of ``rule``. Returns one dict
+    per rule (most total time first): ``rule``, ``jobs``, ``total_s``, ``mean_s``, ``max_s``,
+    ``cpu_s`` and ``max_rss_mb`` (NaN where Snakemake could not measure it).
+    """
+    root = Path(root)
+    per_rule: dict[str, list[dict[str, str]]] = {}
+    for path in sorted(root.rglob("*.tsv")):
+        rel = path.relative_to(root)
+        rule = rel.stem if len(rel.parts) == 1 else rel.parts[0]
+        try:
+            per_rule.setdefault(rule, []).extend(read_tsv(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("%s: cannot read benchmark: %s", path, exc)
+    out = []
+    for rule, records in per_rule.items():
+        s = np.array([_number(r.get("s")) for r in records])
+        cpu = np.array([_number(r.get("cpu_time")) for r in records])
+        rss = np.array([_number(r.get("max_rss")) for r in records])
+        out.append(
+            {
+                "rule": rule,
+                "jobs": len(records),
+                "total_s": float(np.nansum(s)),
+                "mean_s": float(np.nanmean(s)) if np.isfinite(s).any() else math.nan,
+                "max_s": float(np.nanmax(s)) if np.isfinite(s).any() else math.nan,
+                "cpu_s": float(np.nansum(cpu)),
+                "max_rss_mb": float(np.nanmax(rss)) if np.isfinite(rss).any() else math.nan,
+            }
+        )
+    return sorted(out, key=lambda r: (-r["total_s"], r["rule"]))
+
+
+def plot_runtimes(runtimes: Sequence[Mapping], path: str | os.PathLike[str]) -> None:
+    """Horizontal bars: total run time (s) of each rule's jobs, labelled with the job count and
+    the longest job."""
+    rows = list(runtimes)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.4 * max(1, len(rows))))
+    names = [r["rule"] for r in rows]
+    totals = [r["total_s"] for r in rows]
+    ax.barh(names, totals, color="tab:blue")
+    for k, r in enumerate(rows):
+        ax.text(
+            r["total_s"],
+            k,
+            f"  {r['jobs']} job(s), longest {r['max_s']:.1f} s",
+            va="center",
+            fontsize=8,
+        )
+    ax.set(
+        xlabel="total run time of the rule's jobs (s, wall clock)",
+        title="Run time per rule (benchmark files)",
+    )
+    ax.set_xlim(0, max(totals + [1.0]) * 1.45)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML pages
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; position: sticky; top: 0; text-align: left; }
+td.text { text-align: left; }
+td.flag { background: #fdd; font-weight: bold; }
+pre { background: #f6f6f6; padding: 0.8em; font-size: 0.8em; overflow: auto; }
+p.note { color: #666; font-size: 0.85em; }
+"""
+
+
+def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A standalone HTML page: a title, then (heading, HTML body) sections."""
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
+        f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def _cell(value: object) -> tuple[str, bool]:
+    """Text of a table cell and whether it is text (left-aligned) rather than a number."""
+    if value is None or value == "":
+        return "", True
+    if isinstance(value, bool) or not _is_numeric(value):
+        return html.escape(str(value)), True
+    x = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(x):
+        return ("" if math.isnan(x) else str(x)), False
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x)), False
+    return f"{x:.4g}", False
+
+
+def _is_numeric(value: object) -> bool:
+    if isinstance(value, int | float | np.number):
+        return True
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def html_table(
+    rows: Sequence[Mapping],
+    columns: Sequence[str],
+    flagged: Callable[[Mapping, str], bool] | None = None,
+    max_rows: int = MAX_TABLE_ROWS,
+) -> str:
+    """An HTML table of ``rows`` (dicts) with ``columns``; numbers to 4 significant digits;
+    cells where ``flagged(row, column)`` is true are highlighted. At most ``max_rows`` rows."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    lines = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
+    for row in rows[:max_rows]:
+        cells = []
+        for col in columns:
+            text, is_text = _cell(row.get(col))
+            cls = " ".join(
+                k
+                for k, on in (("text", is_text), ("flag", bool(flagged and flagged(row, col))))
+                if on
+            )
+            cells.append(f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    lines.append("</tbody></table>")
+    if len(rows) > max_rows:
+        lines.append(f'<p class="note">{len(rows) - max_rows} more rows in the TSV file.</p>')
+    return "\n".join(lines)
+
+
+def metrics_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]) -> str:
+    """The metrics table (lowest mean Dice first) with the per-split means and medians."""
+    splits = summary.get("splits", {})
+    summary_rows = []
+    for split, entry in splits.items():
+        row: dict = {"split": split, "subjects": entry.get("n_subjects")}
+        for prefix in ("dice", "hd95_mm", "volume_ml"):
+            for c in classes:
+                stat = entry.get(f"{prefix}_{c}")
+                if stat:
+                    row[f"{prefix}_{c}"] = f"{stat['mean']:.4g} / {stat['median']:.4g}"
+        summary_rows.append(row)
+    cols = [f"{p}_{c}" for p in ("dice", "hd95_mm", "volume_ml") for c in classes]
+
+    def mean_dice(r: Mapping) -> float:
+        d = [_number(r.get(f"dice_{c}")) for c in classes]
+        return float(np.mean(d)) if all(np.isfinite(d)) else math.inf
+
+    ordered = sorted(rows, key=lambda r: (mean_dice(r), r["subject"]))
+    worst = {w["subject"] for w in summary.get("worst_subjects", [])}
+    return html_page(
+        "Segmentation metrics",
+        [
+            ("Per split: mean / median", html_table(summary_rows, ["split", "subjects", *cols])),
+            (
+                "Per subject, lowest mean Dice first",
+                '<p class="note">Dice and HD95 (mm) where the subject has a reference label; '
+                "volumes (mL) of the segmentation. Highlighted: the summary's worst subjects."
+                "</p>"
+                + html_table(
+                    ordered,
+                    ["subject", "split", *cols],
+                    flagged=lambda r, col: col == "subject" and r["subject"] in worst,
+                ),
+            ),
+        ],
+    )
+
+
+def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]) -> str:
+    """The statistics table (subjects flagged for review first) and the cohort summary."""
+    z = float(summary.get("outlier_z", math.inf))
+    summary_rows = [{"column": col, **stats} for col, stats in summary.get("columns", {}).items()]
+    value_cols = [f"{q}_{c}" for q in PER_CLASS for c in classes]
+    z_cols = [f"volume_z_{c}" for c in classes]
+    ordered = sorted(rows, key=lambda r: (not r.get("review"), r["subject"]))
+
+    def flagged(r: Mapping, col: str) -> bool:
+        if col in z_cols:
+            return abs(_number(r.get(col))) > z
+        return col == "review" and bool(r.get("review"))
+
+    progress = summary.get("progress", {})
+    return html_page(
+        "Per-subject statistics",
+        [
+            ("Progress", html_table([progress], [k for k in PROGRESS if k in progress])),
+            (
+                "Per subject, flagged for review first",
+                f'<p class="note">Volume z: robust z-score (median, 1.4826 × MAD) over the cohort; '
+                f"|z| &gt; {z:g} flags the subject for review. Bounding boxes in scanner RAS+ mm."
+                "</p>"
+                + html_table(
+                    ordered,
+                    ["subject", "split", "status", "review", *z_cols, *value_cols],
+                    flagged=flagged,
+                ),
+            ),
+            (
+                "Cohort summary",
+                html_table(
+                    summary_rows,
+                    ["column", "n", "mean", "sd", "min", "p05", "median", "p95", "max"],
+                ),
+            ),
+        ],
+    )
+
+
+def run_page(
+    config: Mapping,
+    plan: Mapping,
+    progress: Mapping,
+    review: Sequence[Mapping],
+    runtimes: Sequence[Mapping],
+) -> str:
+    """The run at a glance: progress, subjects to review, run time per rule, the plan and the
+    configuration."""
+    import yaml
+
+    from cohortseg.privacy import show_path
+
+    shown_config = {**config}
+    if shown_config.get("samples", "demo") != "demo":
+        shown_config["samples"] = show_path(shown_config["samples"], "sample sheet")
+    skipped = progress.get("skipped_by_reason", {})
+    progress_rows = [{"subjects": k, "count": progress[k]} for k in PROGRESS if k in progress]
+    progress_rows += [{"subjects": f"skipped: {k}", "count": v} for k, v in skipped.items()]
+    plan_rows = [
+        {"key": k, "value": json.dumps(v) if isinstance(v, list | dict) else v}
+        for k, v in plan.items()
+    ]
+    return html_page(
+        "cohortseg run",
+        [
+            ("Progress", html_table(progress_rows, ["subjects", "count"])),
+            (
+                f"Flagged for review ({len(review)})",
+                html_table(list(review), ["subject", "split", "why"])
+                if review
+                else "<p>No subject is flagged.</p>",
+            ),
+            (
+                "Run time per rule",
+                html_table(
+                    list(runtimes),
+                    ["rule", "jobs", "total_s", "mean_s", "max_s", "cpu_s", "max_rss_mb"],
+                ),
+            ),
+            (
+                "Preprocessing plan (results/plan/plan.json)",
+                html_table(plan_rows, ["key", "value"]),
+            ),
+            (
+                "Configuration (as run, overrides included)",
+                f"<pre>{html.escape(yaml.safe_dump(shown_config, sort_keys=False))}</pre>",
+            ),
+        ],
+    )

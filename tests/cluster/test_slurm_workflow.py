@@ -25,7 +25,7 @@ DEMO = {
     "spacing_mm": [1.7, 1.7, 2.4],
     "seed": 0,
 }
-TRAIN_TASKS = 1
+TRAIN_TASKS = 2
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +83,8 @@ def test_every_job_ran_as_a_slurm_job(slurm_run):
     ).stdout.split()
     assert len(rows) == len(job_ids)
     assert all(r.split("|")[1] == "COMPLETED" for r in rows), rows
-    n_subjects = sum(DEMO["subjects_per_split"].values())
-    # demo subjects, plan, preprocess, patches, train, 2 infer shards, 2 evaluate, summarise
-    assert len(job_ids) == n_subjects + 1 + 7 + 6 + 1 + 2 + 2 + 1
+    steps = int(re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)[-1][1])
+    assert len(job_ids) == steps - 1  # every job but the local target rule `all`
     comments = [r.split("|")[2] for r in rows]
     for rule in ("rule_plan", "rule_train", "rule_infer_00000", "rule_summarise"):
         assert sum(c.startswith(rule) for c in comments) == 1, (rule, comments)
@@ -106,4 +105,6 @@ def test_results_pass_the_local_checks(slurm_run):
 def test_training_ran_under_srun_with_its_tasks(slurm_run):
     workdir, _ = slurm_run
     log = (workdir / "logs" / "train.log").read_text()
-    assert f"world size {TRAIN_TASKS}" in log or TRAIN_TASKS == 1
+    assert f"× {TRAIN_TASKS} ranks (ddp)" in log, log[-2000:]
+    for rank in range(TRAIN_TASKS):  # every rank a task of the one job, found through SLURM
+        assert f"rank {rank} of {TRAIN_TASKS} on cpu, from the SLURM environment" in log

@@ -3,23 +3,51 @@ import json
 import os
 import shlex
 
-from cohortseg.cohort import load_cohort, shards
+from cohortseg.cohort import load_cohort, shard_table
 from cohortseg.errors import CohortsegError
+from cohortseg.patches import check_store
+from cohortseg.privacy import REDACT_ENV, load_key, pseudonymize
+from cohortseg.validate import read_problems
 
+PRIVACY = config["privacy"]
+# Apptainer image for --software-deployment-method apptainer (null: no container).
+CONTAINER = config["container"]
 try:
-    SUBJECTS = load_cohort(config)
+    SHEET_SUBJECTS = load_cohort(config)
+    # Pseudonymised runs name subjects by a keyed hash in every path and table under results/
+    # and logs/, and keep input paths out of logs and tables.
+    if PRIVACY["pseudonymize"]:
+        os.environ[REDACT_ENV] = "1"
+        SUBJECTS = pseudonymize(SHEET_SUBJECTS, load_key(PRIVACY))
+    else:
+        SUBJECTS = SHEET_SUBJECTS
 except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 
 BY_ID = {s.subject: s for s in SUBJECTS}
-TRAIN = [s.subject for s in SUBJECTS if s.split == "train"]
-VAL = [s.subject for s in SUBJECTS if s.split == "val"]
-LABELLED = [s.subject for s in SUBJECTS if s.split in ("train", "val")]
-INFER = [s.subject for s in SUBJECTS if s.split in config["inference"]["splits"]]
-SHARDS = shards(INFER, config["inference"]["shard_size"])
-SHARD_WIDTH = max(5, len(str(len(SHARDS))))
-SHARD_IDS = [f"{k:0{SHARD_WIDTH}d}" for k in range(len(SHARDS))]
-SHARD_OF = dict(zip(SHARD_IDS, SHARDS))
+N_CLASSES = len(config["classes"]) + 1
+SHARD_SIZE = config["inference"]["shard_size"]
+
+# Validation: every subject, in shards. With on_invalid: skip, the subjects that the last
+# validation found invalid are left out of everything after it.
+ON_INVALID = config["validation"]["on_invalid"]
+INVALID_TABLE = "results/qc/invalid_subjects.tsv"
+VALIDATION_OK = "results/qc/validation.ok"
+EXCLUDED = (
+    {p.subject for p in read_problems(INVALID_TABLE)} if ON_INVALID == "skip" else set()
+)
+VALIDATION_SHARD_OF = shard_table([s.subject for s in SUBJECTS], SHARD_SIZE)
+VALIDATION_SHARD_IDS = list(VALIDATION_SHARD_OF)
+
+USED = [s for s in SUBJECTS if s.subject not in EXCLUDED]
+TRAIN = [s.subject for s in USED if s.split == "train"]
+VAL = [s.subject for s in USED if s.split == "val"]
+SHARD_OF = shard_table(
+    [s.subject for s in SUBJECTS if s.split in config["inference"]["splits"]],
+    SHARD_SIZE,
+    leave_out=EXCLUDED,
+)
+SHARD_IDS = list(SHARD_OF)
 
 
 wildcard_constraints:
@@ -30,14 +58,6 @@ wildcard_constraints:
 def as_json(obj):
     """A config section as one shell-quoted JSON argument."""
     return shlex.quote(json.dumps(obj, sort_keys=True))
-
-
-def image_of(wildcards):
-    return BY_ID[wildcards.subject].image
-
-
-def label_of(wildcards):
-    return BY_ID[wildcards.subject].label
 
 
 def segmentation(subject):
@@ -101,6 +121,11 @@ def train_launcher():
     if launcher == "horovodrun":
         return f"horovodrun --gloo -np {ranks} -H localhost:{ranks}"
     if launcher == "srun":
+        if training["backend"] == "horovod":
+            raise WorkflowError(
+                "training.launcher: srun needs training.backend: ddp (Horovod without MPI"
+                " cannot rendezvous under srun; use launcher: horovodrun on one node)"
+            )
         return "srun"
     return ""
 
@@ -109,3 +134,28 @@ def rule_threads(rule_name):
     """Threads of a rule: its cpus_per_task (locally capped at --cores by Snakemake)."""
     rules = config["cluster"]["rules"]
     return {**rules["default"], **rules.get(rule_name, {})}["cpus_per_task"]
+
+
+def tracked(paths):
+    """The input files Snakemake should track: all of them for the demo cohort (a rule makes
+    them), else those that exist, so that a missing file reaches the validator, which reports
+    it with the subject, instead of stopping the whole DAG."""
+    if config["samples"] == "demo":
+        return list(paths)
+    return [p for p in paths if os.path.exists(p)]
+
+
+def damaged_store_marker(wildcards):
+    """An extra input of `patches` that makes a damaged patch store be rebuilt.
+
+    When results/patches/{subject}.h5 exists but fails a cheap integrity check, a marker file
+    newer than it is written, so Snakemake sees the store as outdated. Once written, the marker
+    stays an input (older than the rebuilt store), so the set of inputs does not change again.
+    """
+    store = f"results/patches/{wildcards.subject}.h5"
+    marker = f"results/patches/.damaged/{wildcards.subject}"
+    if os.path.exists(store) and check_store(store) is not None:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "w") as handle:
+            handle.write(f"{check_store(store)}\n")
+    return [marker] if os.path.exists(marker) else []

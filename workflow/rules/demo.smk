@@ -11,6 +11,8 @@ rule demo_subject:
         "logs/benchmarks/demo_subject/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     resources:
         **cluster_resources("demo_subject"),
     params:

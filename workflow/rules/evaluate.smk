@@ -13,6 +13,8 @@ rule evaluate:
         "logs/benchmarks/evaluate/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     resources:
         **cluster_resources("evaluate"),
     params:
@@ -26,7 +28,8 @@ rule evaluate:
 
 rule summarise:
     input:
-        expand("results/metrics/{shard}.tsv", shard=SHARD_IDS),
+        shards=expand("results/metrics/{shard}.tsv", shard=SHARD_IDS),
+        invalid=INVALID_TABLE,
     output:
         metrics="results/metrics.tsv",
         summary="results/summary.json",
@@ -36,11 +39,13 @@ rule summarise:
         "logs/benchmarks/summarise.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     resources:
         **cluster_resources("summarise"),
     params:
         script=script("summarise.py"),
         classes=config["classes"],
     shell:
-        "python {params.script} --shards {input} --classes {params.classes}"
+        "python {params.script} --shards {input.shards} --invalid {input.invalid} --classes {params.classes}"
         " --metrics {output.metrics} --summary {output.summary} > {log} 2>&1"

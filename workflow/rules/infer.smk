@@ -10,7 +10,8 @@ for shard_id, members in SHARD_OF.items():
             f"infer_{shard_id}"
         input:
             model="results/model/best.pt",
-            images=[BY_ID[s].image for s in members],
+            validated=ancient(VALIDATION_OK),
+            images=tracked(BY_ID[s].image for s in members),
         output:
             [segmentation(s) for s in members],
         log:
@@ -19,14 +20,17 @@ for shard_id, members in SHARD_OF.items():
             f"logs/benchmarks/infer/{shard_id}.tsv"
         conda:
             "../../envs/cohortseg.yaml"
+        container:
+            CONTAINER
         threads: 1
         resources:
             **cluster_resources("infer"),
         params:
             script=script("infer.py"),
             subjects=members,
+            images=[BY_ID[s].image for s in members],
             inference=as_json(config["inference"]),
         shell:
             "python {params.script} --checkpoint {input.model} --subjects {params.subjects}"
-            " --images {input.images} --outputs {output} --inference {params.inference}"
+            " --images {params.images} --outputs {output} --inference {params.inference}"
             " > {log} 2>&1"

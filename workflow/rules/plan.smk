@@ -6,8 +6,9 @@
 
 rule plan:
     input:
-        images=[ancient(BY_ID[s].image) for s in TRAIN],
-        labels=[ancient(BY_ID[s].label) for s in TRAIN],
+        images=[ancient(p) for p in tracked(BY_ID[s].image for s in TRAIN)],
+        labels=[ancient(p) for p in tracked(BY_ID[s].label for s in TRAIN)],
+        validated=ancient(VALIDATION_OK),
     output:
         fingerprint="results/plan/fingerprint.json",
         plan="results/plan/plan.json",
@@ -17,6 +18,8 @@ rule plan:
         "logs/benchmarks/plan.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     resources:
         **cluster_resources("plan"),
     params:

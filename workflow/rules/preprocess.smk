@@ -3,9 +3,10 @@
 
 rule preprocess:
     input:
-        image=image_of,
-        label=label_of,
+        image=lambda w: tracked([BY_ID[w.subject].image]),
+        label=lambda w: tracked([BY_ID[w.subject].label]),
         plan="results/plan/plan.json",
+        validated=ancient(VALIDATION_OK),
     output:
         image="results/preprocessed/{subject}/image.nii",
         label="results/preprocessed/{subject}/label.nii.gz",
@@ -16,13 +17,17 @@ rule preprocess:
         "logs/benchmarks/preprocess/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     resources:
         **cluster_resources("preprocess"),
     params:
         script=script("preprocess.py"),
+        image=lambda w: BY_ID[w.subject].image,
+        label=lambda w: BY_ID[w.subject].label,
     shell:
-        "python {params.script} --subject {wildcards.subject} --image {input.image}"
-        " --label {input.label} --plan {input.plan} --out-image {output.image}"
+        "python {params.script} --subject {wildcards.subject} --image {params.image}"
+        " --label {params.label} --plan {input.plan} --out-image {output.image}"
         " --out-label {output.label} --out-geometry {output.geometry} > {log} 2>&1"
 
 
@@ -31,6 +36,7 @@ rule patches:
         image="results/preprocessed/{subject}/image.nii",
         label="results/preprocessed/{subject}/label.nii.gz",
         plan="results/plan/plan.json",
+        damaged=damaged_store_marker,
     output:
         "results/patches/{subject}.h5",
     log:
@@ -39,6 +45,8 @@ rule patches:
         "logs/benchmarks/patches/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     resources:
         **cluster_resources("patches"),
     params:

@@ -1,4 +1,6 @@
-# Training (one job): patch stores of the train split, validation on the val split.
+# Training (one job): patch stores of the train split, validation on the val split. Its
+# checkpoints live outside the declared outputs (Snakemake deletes those before a rerun), so a
+# killed or requeued job resumes from results/.train_checkpoint/last.pt.
 
 
 rule train:
@@ -21,6 +23,8 @@ rule train:
         "logs/benchmarks/train.tsv"
     conda:
         "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
     threads: rule_threads("train")
     resources:
         **cluster_resources("train"),
@@ -40,4 +44,5 @@ rule train:
         config=as_json({k: config[k] for k in ("model", "training", "inference")}),
     shell:
         "{params.launch} python {params.script} --plan {input.plan} --stores {input.stores}"
-        " --val {params.val} --config {params.config} --out-dir results/model > {log} 2>&1"
+        " --val {params.val} --config {params.config} --out-dir results/model"
+        " --checkpoint-dir results/.train_checkpoint > {log} 2>&1"

@@ -1,0 +1,34 @@
+"""The run at a glance for the report: progress, subjects to review, run time per rule (from the
+benchmark files), the preprocessing plan and the configuration."""
+
+import argparse
+
+from cohortseg.cli import json_arg, run
+from cohortseg.io import read_json, write_text, write_tsv
+from cohortseg.report import plot_runtimes, read_benchmarks, run_page
+
+RUNTIME_COLUMNS = ["rule", "jobs", "total_s", "mean_s", "max_s", "cpu_s", "max_rss_mb"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=json_arg, required=True, help="the run's config (JSON)")
+    parser.add_argument("--plan", required=True, help="results/plan/plan.json")
+    parser.add_argument("--stats-summary", required=True, help="results/stats_summary.json")
+    parser.add_argument("--benchmarks", required=True, help="folder of benchmark TSVs")
+    parser.add_argument("--page", required=True, help="output HTML")
+    parser.add_argument("--runtimes", required=True, help="output TSV")
+    parser.add_argument("--runtimes-plot", required=True, help="output PNG")
+    args = parser.parse_args()
+    summary = read_json(args.stats_summary)
+    runtimes = read_benchmarks(args.benchmarks)
+    write_tsv(args.runtimes, runtimes, RUNTIME_COLUMNS)
+    plot_runtimes(runtimes, args.runtimes_plot)
+    page = run_page(
+        args.config, read_json(args.plan), summary["progress"], summary["review"], runtimes
+    )
+    write_text(args.page, page)
+
+
+if __name__ == "__main__":
+    run(main)

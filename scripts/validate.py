@@ -1,0 +1,27 @@
+"""Validate the image and label files of one shard of subjects."""
+
+import argparse
+
+from cohortseg.cli import json_arg, run
+from cohortseg.cohort import Subject
+from cohortseg.validate import validate_subjects, write_problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--subjects",
+        type=json_arg,
+        required=True,
+        help='JSON list of {"subject", "image", "label", "split"}',
+    )
+    parser.add_argument("--validation", type=json_arg, required=True, help="validation config")
+    parser.add_argument("--n-classes", type=int, required=True, help="classes incl. background")
+    parser.add_argument("--output", required=True, help="TSV of problems")
+    args = parser.parse_args()
+    subjects = [Subject(**s) for s in args.subjects]
+    write_problems(args.output, validate_subjects(subjects, args.validation, args.n_classes))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,112 @@
+"""Killed jobs and damaged files: reruns complete with valid outputs and redo only what was
+lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import pytest
+import yaml
+
+from cohortseg.cohort import demo_subjects
+from cohortseg.patches import check_store
+from tests.workflow.conftest import REPO, job_counts, snakemake
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SUBJECTS = demo_subjects(CONFIG["demo"])
+SHARD = CONFIG["inference"]["shard_size"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def finished(demo_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy, symlinks=True)
+    return copy
+
+
+def segmentation(workdir: Path, subject: str) -> Path:
+    return workdir / "results" / "segmentations" / f"{subject}.nii.gz"
+
+
+def test_a_killed_inference_shard_is_redone_and_nothing_else(finished):
+    second = SUBJECTS[SHARD : 2 * SHARD]
+    others = [s for s in SUBJECTS if s not in second]
+    done = {s.subject: segmentation(finished, s.subject).stat().st_mtime_ns for s in others}
+    for s in second:  # shard 1 is lost; kill its rerun half-way
+        segmentation(finished, s.subject).unlink()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(finished),
+        "--cores",
+        "1",
+        "--rerun-incomplete",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 600
+    try:
+        while not segmentation(finished, second[0].subject).exists():
+            assert proc.poll() is None and time.time() < deadline, "shard 1 never wrote"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole job, mid-shard
+        proc.wait()
+    assert not all(segmentation(finished, s.subject).exists() for s in second)
+    counts = job_counts(snakemake(finished, "-n", "--rerun-incomplete").stdout)
+    assert [r for r in counts if r.startswith("infer_")] == ["infer_00001"]
+    snakemake(finished, "--cores", "2", "--rerun-incomplete")
+    for s in SUBJECTS:
+        img, seg = nib.load(finished / s.image), nib.load(segmentation(finished, s.subject))
+        assert seg.shape == img.shape
+        seg.get_fdata()  # decodes completely
+    assert {s: segmentation(finished, s).stat().st_mtime_ns for s in done} == done
+    leftovers = [
+        p.name for p in (finished / "results" / "segmentations").iterdir() if p.name.startswith(".")
+    ]
+    assert leftovers == []
+
+
+def test_a_damaged_patch_store_is_detected_and_rebuilt(finished):
+    subject = next(s.subject for s in SUBJECTS if s.split == "train")
+    store = finished / "results" / "patches" / f"{subject}.h5"
+    data = store.read_bytes()
+    store.write_bytes(data[: len(data) // 2])  # a store cut short
+    assert check_store(store) is not None
+    counts = job_counts(snakemake(finished, "-n").stdout)
+    assert counts["patches"] == 1 and counts["train"] == 1
+    snakemake(finished, "--cores", "2", f"results/patches/{subject}.h5")
+    assert check_store(store) is None
+    with h5py.File(store) as h5:
+        assert h5["image"].shape[0] == CONFIG["patches"]["per_subject"]
+    assert "patches" not in job_counts(snakemake(finished, "-n").stdout)
+
+
+def test_a_flipped_byte_inside_a_patch_is_caught_when_read(tmp_path, demo_run):
+    from cohortseg.errors import CohortsegError
+    from cohortseg.patches import PatchDataset
+
+    subject = next(s.subject for s in SUBJECTS if s.split == "train")
+    store = tmp_path / "store.h5"
+    shutil.copy(demo_run / "results" / "patches" / f"{subject}.h5", store)
+    with h5py.File(store) as h5:
+        offset = h5["image"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(store.read_bytes())
+    raw[offset + 100] ^= 0xFF
+    store.write_bytes(bytes(raw))
+    with pytest.raises(CohortsegError, match="corrupt at patch 0"):
+        PatchDataset([store])[0]

@@ -1,0 +1,91 @@
+"""Bad input: every problem listed at once and nothing expensive run (fail), or the invalid
+subjects left out while the rest of the cohort finishes (skip)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cohortseg.cohort import demo_phantom
+from cohortseg.io import read_tsv, save_nifti
+from tests.workflow.conftest import snakemake
+
+pytestmark = pytest.mark.slow
+
+FAST = [
+    "training={epochs: 2, steps_per_epoch: 3}",
+    "inference={shard_size: 3}",
+    "patches={per_subject: 6}",
+    "plan={max_patch_size: [32, 32, 32]}",
+]
+
+
+def make_cohort(root):
+    """6 good subjects and 3 broken ones, in a sample sheet."""
+    rows = ["subject\timage\tlabel\tsplit"]
+    splits = ["train"] * 4 + ["val", "test"]
+    for k, split in enumerate(splits):
+        image, label, affine = demo_phantom([32, 32, 24], [2.5, 2.5, 3.5], seed=k)
+        save_nifti(root / f"img/s{k}.nii.gz", image, affine)
+        save_nifti(root / f"lab/s{k}.nii.gz", label, affine)
+        rows.append(f"sub-{k}\timg/s{k}.nii.gz\tlab/s{k}.nii.gz\t{split}")
+    good = (root / "img/s5.nii.gz").read_bytes()
+    (root / "img/truncated.nii.gz").write_bytes(good[: len(good) // 3])
+    rows.append("sub-trunc\timg/truncated.nii.gz\t\ttest")
+    image, label, affine = demo_phantom([32, 32, 24], [2.5, 2.5, 3.5], seed=9)
+    label[0, 0, 0] = 9
+    save_nifti(root / "img/s9.nii.gz", image, affine)
+    save_nifti(root / "lab/s9.nii.gz", label, affine)
+    rows.append("sub-badlabel\timg/s9.nii.gz\tlab/s9.nii.gz\ttrain")
+    rows.append("sub-missing\timg/missing.nii.gz\t\tinfer")
+    (root / "samples.tsv").write_text("\n".join(rows) + "\n")
+    return root / "samples.tsv"
+
+
+EXPECTED = {
+    ("sub-trunc", "image"): "truncated or corrupt",
+    ("sub-badlabel", "label"): "label values [9] outside the configured classes 0..3",
+    ("sub-missing", "image"): "file does not exist",
+}
+
+
+def check_table(workdir):
+    rows = read_tsv(workdir / "results" / "qc" / "invalid_subjects.tsv")
+    assert len(rows) == len(EXPECTED)
+    for row in rows:
+        assert EXPECTED[(row["subject"], row["kind"])] in row["problem"]
+
+
+def test_fail_lists_every_problem_and_runs_nothing_expensive(tmp_path):
+    sheet = make_cohort(tmp_path / "data")
+    work = tmp_path / "work"
+    proc = snakemake(work, "--cores", "2", "--config", f"samples={sheet}", *FAST, check=False)
+    assert proc.returncode != 0
+    check_table(work)
+    log = (work / "logs" / "validation_gate.log").read_text()
+    for subject, _ in EXPECTED:
+        assert subject in log
+    for expensive in ("preprocessed", "patches", "model", "segmentations"):
+        assert not (work / "results" / expensive).exists(), expensive
+
+
+def test_skip_leaves_invalid_subjects_out_and_finishes_the_rest(tmp_path):
+    sheet = make_cohort(tmp_path / "data")
+    work = tmp_path / "work"
+    args = ("--cores", "2", "--config", f"samples={sheet}", "validation={on_invalid: skip}", *FAST)
+    first = snakemake(work, *args, check=False)
+    assert first.returncode != 0  # the run that finds them stops once, before expensive work
+    assert "run the same command again" in (work / "logs" / "validation_gate.log").read_text()
+    check_table(work)
+    snakemake(work, *args)
+    check_table(work)
+    segs = {p.name.removesuffix(".nii.gz") for p in (work / "results/segmentations").iterdir()}
+    assert segs == {f"sub-{k}" for k in range(6)}
+    metrics = read_tsv(work / "results" / "metrics.tsv")
+    assert sorted(r["subject"] for r in metrics) == [f"sub-{k}" for k in range(6)]
+    summary = json.loads((work / "results" / "summary.json").read_text())
+    assert summary["invalid_subjects"] == ["sub-badlabel", "sub-missing", "sub-trunc"]
+    assert summary["n_segmented"] == 6
+    assert np.isfinite(summary["splits"]["test"]["dice_organ"]["mean"])

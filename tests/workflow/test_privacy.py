@@ -1,0 +1,86 @@
+"""Pseudonymised runs: no identifying string from ids, file names, headers or extensions
+reaches any byte under results/ or logs/."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import nibabel as nib
+import pytest
+
+from cohortseg.cohort import demo_phantom
+from cohortseg.io import read_tsv
+from tests.workflow.conftest import snakemake
+from tests.workflow.test_invalid_input import FAST
+
+pytestmark = pytest.mark.slow
+
+NAME, BIRTH, MRN = "JaneDoe", "19610423", "MRN7741093"
+
+
+def planted_cohort(root):
+    rows = ["subject\timage\tlabel\tsplit"]
+    for k, split in enumerate(["train"] * 4 + ["val", "test", "infer"]):
+        sid = f"{NAME}-{BIRTH}-{MRN}-{k}"
+        image, label, affine = demo_phantom([32, 32, 24], [2.5, 2.5, 3.5], seed=k)
+        for kind, data in (("img", image), ("lab", label)):
+            img = nib.Nifti1Image(data, affine)
+            img.header["descrip"] = f"{NAME} {BIRTH}".encode()
+            img.header["aux_file"] = MRN.encode()
+            img.header["db_name"] = NAME.encode()
+            img.header["intent_name"] = BIRTH.encode()
+            img.header.extensions.append(
+                nib.nifti1.Nifti1Extension("comment", f"patient {NAME} {MRN}".encode())
+            )
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            nib.save(img, str(root / kind / f"{sid}.nii.gz"))
+        label_cell = f"lab/{sid}.nii.gz" if split != "infer" else ""
+        rows.append(f"{sid}\timg/{sid}.nii.gz\t{label_cell}\t{split}")
+    (root / "samples.tsv").write_text("\n".join(rows) + "\n")
+    return root / "samples.tsv"
+
+
+def leaks(directory):
+    """(file, string) for every planted string found in the bytes of any file (and in the
+    decompressed bytes of gzip files) under ``directory``."""
+    found = []
+    for dirpath, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            blobs = [open(path, "rb").read()]
+            if name.endswith(".gz"):
+                blobs.append(gzip.decompress(blobs[0]))
+            for secret in (NAME, BIRTH, MRN):
+                if any(secret.encode() in b for b in blobs) or secret in path:
+                    found.append((path, secret))
+    return found
+
+
+def test_nothing_identifying_reaches_results_or_logs(tmp_path):
+    sheet = planted_cohort(tmp_path / "data")
+    work = tmp_path / "work"
+    mapping = tmp_path / "private" / "mapping.tsv"
+    os.environ["COHORTSEG_PSEUDONYM_KEY"] = "test-key-not-secret"
+    try:
+        snakemake(
+            work,
+            "--cores",
+            "2",
+            "--config",
+            f"samples={sheet}",
+            f"privacy={{pseudonymize: true, mapping_file: {mapping}}}",
+            *FAST,
+        )
+    finally:
+        del os.environ["COHORTSEG_PSEUDONYM_KEY"]
+    segs = list((work / "results" / "segmentations").iterdir())
+    assert len(segs) == 7
+    assert (work / "results" / "metrics.tsv").exists()
+    assert leaks(work / "results") == []
+    assert leaks(work / "logs") == []
+    pairs = read_tsv(mapping)
+    assert len(pairs) == 7 and all(p["subject"].startswith(NAME) for p in pairs)
+    assert {f"{p['pseudonym']}.nii.gz" for p in pairs} == {p.name for p in segs}
+    header = nib.load(segs[0]).header
+    assert header["descrip"].item() == b"" and len(header.extensions) == 0

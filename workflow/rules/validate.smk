@@ -1,0 +1,78 @@
+# Validation of every subject before any expensive work, in shards, then one table and a gate.
+
+
+rule validate:
+    input:
+        images=lambda w: tracked(BY_ID[s].image for s in VALIDATION_SHARD_OF[w.shard]),
+        labels=lambda w: tracked(
+            BY_ID[s].label for s in VALIDATION_SHARD_OF[w.shard] if BY_ID[s].label
+        ),
+    output:
+        "results/qc/validation/{shard}.tsv",
+    log:
+        "logs/validate/{shard}.log",
+    benchmark:
+        "logs/benchmarks/validate/{shard}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("validate"),
+    params:
+        script=script("validate.py"),
+        subjects=lambda w: as_json(
+            [BY_ID[s].__dict__ for s in VALIDATION_SHARD_OF[w.shard]]
+        ),
+        validation=as_json(config["validation"]),
+        n_classes=N_CLASSES,
+    shell:
+        "python {params.script} --subjects {params.subjects} --validation {params.validation}"
+        " --n-classes {params.n_classes} --output {output} > {log} 2>&1"
+
+
+rule validation_table:
+    input:
+        expand("results/qc/validation/{shard}.tsv", shard=VALIDATION_SHARD_IDS),
+    output:
+        INVALID_TABLE,
+    log:
+        "logs/validation_table.log",
+    benchmark:
+        "logs/benchmarks/validation_table.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("validation_table"),
+    params:
+        script=script("validation_table.py"),
+    shell:
+        "python {params.script} --shards {input} --output {output} > {log} 2>&1"
+
+
+# Downstream rules take the gate's marker as ancient(): it orders them after validation,
+# while a re-validation alone reruns nothing.
+rule validation_gate:
+    input:
+        INVALID_TABLE,
+    output:
+        VALIDATION_OK,
+    log:
+        "logs/validation_gate.log",
+    benchmark:
+        "logs/benchmarks/validation_gate.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("validation_gate"),
+    params:
+        script=script("validation_gate.py"),
+        on_invalid=ON_INVALID,
+        excluded=sorted(EXCLUDED),
+    shell:
+        "python {params.script} --table {input} --on-invalid {params.on_invalid}"
+        " --excluded {params.excluded} --ok {output} > {log} 2>&1"
