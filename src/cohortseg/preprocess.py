@@ -322,6 +322,7 @@ def restore_labels(probabilities: torch.Tensor, geometry: Geometry) -> np.ndarra
 # C float32 values, so 2**20 of them need some 16 MiB per class at a time.
 RESTORE_CHUNK_VOXELS = 2**20
 MIXED = 128  # flag bit of a uint8 class: the stencil's source voxels disagree
+DENSE_FRACTION = 0.25  # above this share of boundary voxels, interpolate all of them
 
 
 def restore_canonical_labels(
@@ -376,6 +377,17 @@ def restore_canonical_labels(
     mixed = classes >= MIXED
     box = labels[tuple(slice(t.start, t.stop) for t in taps)]
     box.copy_(classes.bitwise_and_(MIXED - 1))
+    if int(mixed.sum()) > DENSE_FRACTION * mixed.numel():
+        # boundaries everywhere (an untrained network, say): interpolating every voxel
+        # separably is cheaper than voxel by voxel
+        rows = max(1, chunk_voxels // max(1, box[0].numel()))
+        for j0 in range(taps[0].start, taps[0].stop, rows):
+            slab = [taps[0].slice(j0, min(j0 + rows, taps[0].stop)), taps[1], taps[2]]
+            block = _background_block(probabilities, geometry.crop, slab)
+            for axis, tap in enumerate(slab):
+                block = tap.interpolate(block, axis + 1)
+            box[j0 - taps[0].start : slab[0].stop - taps[0].start] = _argmax_classes(block)
+        return labels
     boundary = torch.nonzero(mixed)
     for start in range(0, boundary.shape[0], chunk_voxels):
         points = boundary[start : start + chunk_voxels]
@@ -408,6 +420,23 @@ class _Taps:
             torch.as_tensor(self.i0 - offset, device=device),
             torch.as_tensor(self.i1 - offset, device=device),
         )
+
+    def slice(self, start: int, stop: int) -> _Taps:
+        """The taps of output voxels ``start:stop`` (within this one's)."""
+        k0, k1 = start - self.start, stop - self.start
+        i0, i1, w1 = self.i0[k0:k1], self.i1[k0:k1], self.w1[k0:k1]
+        return _Taps(start, stop, int(i0[0]), int(i1[-1]) + 1, i0, i1, w1, self.identity)
+
+    def interpolate(self, block: torch.Tensor, dim: int) -> torch.Tensor:
+        """Interpolate ``block``, covering source voxels ``src_start:src_stop`` along ``dim``,
+        to the output voxels."""
+        if self.identity:
+            return block
+        first, second = self.indices(block.device, relative=True)
+        view = [1] * block.ndim
+        view[dim] = -1
+        w1 = torch.as_tensor(self.w1, dtype=block.dtype, device=block.device).view(view)
+        return block.index_select(dim, first).lerp_(block.index_select(dim, second), w1)
 
 
 def _linear_taps(n_out: int, n_in: int, crop: Sequence[int]) -> _Taps:
@@ -478,3 +507,21 @@ def _argmax_classes(values: torch.Tensor) -> torch.Tensor:
         classes.masked_fill_(higher, c)
         best = torch.maximum(best, values[c])
     return classes
+
+
+def _background_block(
+    probabilities: torch.Tensor, crop: Sequence[Sequence[int]], taps: Sequence[_Taps]
+) -> torch.Tensor:
+    """The source voxels ``taps[k].src_start:src_stop`` per axis of the uncropped resampled
+    grid: ``probabilities`` inside the crop, background (class 0 certain) outside."""
+    src = [(t.src_start, t.src_stop) for t in taps]
+    shape = (probabilities.shape[0], *(b - a for a, b in src))
+    block = torch.zeros(shape, dtype=probabilities.dtype, device=probabilities.device)
+    block[0] = 1.0
+    in_block, in_probabilities = [], []
+    for (s0, s1), (c0, c1) in zip(src, crop, strict=True):
+        lo, hi = max(s0, c0), min(s1, c1)
+        in_block.append(slice(lo - s0, hi - s0))
+        in_probabilities.append(slice(lo - c0, hi - c0))
+    block[(slice(None), *in_block)] = probabilities[(slice(None), *in_probabilities)]
+    return block

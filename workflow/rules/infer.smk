@@ -10,7 +10,6 @@ for shard_id, members in SHARD_OF.items():
             f"infer_{shard_id}"
         input:
             model="results/model/best.pt",
-            validated=ancient(VALIDATION_OK),
             images=tracked(BY_ID[s].image for s in members),
         output:
             [segmentation(s) for s in members],

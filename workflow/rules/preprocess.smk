@@ -6,7 +6,6 @@ rule preprocess:
         image=lambda w: tracked([BY_ID[w.subject].image]),
         label=lambda w: tracked([BY_ID[w.subject].label]),
         plan="results/plan/plan.json",
-        validated=ancient(VALIDATION_OK),
     output:
         image="results/preprocessed/{subject}/image.nii",
         label="results/preprocessed/{subject}/label.nii.gz",

@@ -1,12 +1,23 @@
 # Validation of every subject before any expensive work, in shards, then one table and a gate.
+# A shard is validated when it is new or its members change (params); its files are ancient()
+# inputs because Snakemake 9 skips the timestamp check of every job downstream of a pending
+# ancient() input, so re-validating on each edit would stop an edited label from re-running its
+# preprocessing. A file edited later is checked where it is read (preprocess, infer: errors name
+# the subject and the file), or re-validated with -R validate.
 
 
 rule validate:
     input:
-        images=lambda w: tracked(BY_ID[s].image for s in VALIDATION_SHARD_OF[w.shard]),
-        labels=lambda w: tracked(
-            BY_ID[s].label for s in VALIDATION_SHARD_OF[w.shard] if BY_ID[s].label
-        ),
+        images=lambda w: [
+            ancient(p)
+            for p in tracked(BY_ID[s].image for s in VALIDATION_SHARD_OF[w.shard])
+        ],
+        labels=lambda w: [
+            ancient(p)
+            for p in tracked(
+                BY_ID[s].label for s in VALIDATION_SHARD_OF[w.shard] if BY_ID[s].label
+            )
+        ],
     output:
         "results/qc/validation/{shard}.tsv",
     log:
@@ -52,8 +63,10 @@ rule validation_table:
         "python {params.script} --shards {input} --output {output} > {log} 2>&1"
 
 
-# Downstream rules take the gate's marker as ancient(): it orders them after validation,
-# while a re-validation alone reruns nothing.
+# `plan` takes the gate's marker as ancient(): it orders everything expensive after validation
+# (preprocessing follows the plan, training the patches, inference the model), while a
+# re-validation alone reruns nothing. Only `plan` takes it: a job with an ancient input that
+# another job is about to remake ignores the timestamps of its other inputs in Snakemake 9.
 rule validation_gate:
     input:
         INVALID_TABLE,
