@@ -8,6 +8,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from cohortseg.errors import CohortsegError
@@ -254,3 +256,30 @@ def test_dataset_works_in_a_dataloader_with_workers(two_stores):
     assert images.shape == (8, 1, *PATCH) and labels.shape == (8, 1, *PATCH)
     torch.testing.assert_close(images, torch.stack([e[0] for e in expected]))
     torch.testing.assert_close(labels, torch.stack([e[1] for e in expected]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 40)] * 3),
+    patch=st.tuples(*[st.integers(1, 24)] * 3),
+    n_labels=st.integers(0, 4),
+    fraction=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+)
+def test_random_layouts_never_crash_the_sampler_and_patches_cover_the_volume(
+    shape, patch, n_labels, fraction, seed
+):
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.uint8)
+    for c in range(1, n_labels + 1):  # a random box per class, possibly a single voxel
+        lo = [int(rng.integers(0, n)) for n in shape]
+        hi = [int(rng.integers(a, n)) + 1 for a, n in zip(lo, shape, strict=True)]
+        label[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = c
+    origins = sample_origins(label, patch, 12, fraction, np.random.default_rng(seed))
+    assert origins.shape == (12, 3)
+    for origin in origins:
+        for o, p, n in zip(origin, patch, shape, strict=True):
+            if n >= p:  # the patch lies inside the volume
+                assert 0 <= o and o + p <= n
+            else:  # the volume lies inside the patch, centred
+                assert o == (n - p) // 2
