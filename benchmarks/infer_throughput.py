@@ -15,8 +15,9 @@ builds the network of config.yaml's ``model`` section with random weights (or tr
 (b) ``cohortseg``: :func:`cohortseg.infer.segment_items` over the same files
     (``inference.num_workers`` = ``--workers``, ``inference.queue_size`` = ``--queue-size``).
 
-Both use bf16 autocast for the network on CUDA and fp32 on the CPU. With ``--repeats R`` the two
-alternate R times and each one's fastest run counts. Printed, one ``name: value unit`` per line,
+Both use bf16 autocast for the network on CUDA and fp32 on the CPU. With ``--repeats R`` the
+two alternate R times and each one's fastest run gives its figures (the median and range of
+the ratios of back-to-back runs show the noise). Printed, one ``name: value unit`` per line,
 for each: volumes/s, wall and CPU seconds per volume, GPU busy share (the network's CUDA-event
 time over the wall time; CUDA only), peak host RSS of the process and its children (sampled
 every 20 ms), peak GPU memory, and the hours 50,000 volumes of this size would take on 1 and 8
@@ -399,11 +400,14 @@ def main() -> None:
         def run_cohortseg() -> None:
             failures.extend(segment_items(timed, plan, items, inference, device))
 
-        # alternate the two, keep each one's fastest run (timings on a shared machine are noisy)
+        # alternate the two and keep each one's fastest run (on a shared machine the load
+        # drifts); the spread of the ratios of back-to-back runs shows how much
         a = b = None
+        ratios = []
         for _ in range(args.repeats):
-            a = fastest(a, measure(run_monai, timed, device))
-            b = fastest(b, measure(run_cohortseg, timed, device))
+            a_run, b_run = measure(run_monai, timed, device), measure(run_cohortseg, timed, device)
+            ratios.append(a_run.wall_s / b_run.wall_s)
+            a, b = fastest(a, a_run), fastest(b, b_run)
         if failures:
             raise SystemExit(f"cohortseg failed on {len(failures)} volume(s): {failures}")
 
@@ -445,6 +449,8 @@ def main() -> None:
             hours = COHORT_SIZE / rate / devices / 3600
             print(f"{name}_projected_{COHORT_SIZE}_volumes_{devices}_devices: {hours:.1f} h")
     print(f"speedup_cohortseg_over_monai: {a.wall_s / b.wall_s:.3f} x")
+    print(f"speedup_back_to_back_median: {np.median(ratios):.3f} x")
+    print(f"speedup_back_to_back_range: {min(ratios):.3f}-{max(ratios):.3f} x")
     print(f"cpu_time_ratio_monai_over_cohortseg: {a.cpu_s / b.cpu_s:.3f} x")
     print(f"agreement_mean_dice: {np.mean(dice):.4f} dice")
     print(f"agreement_min_dice: {np.min(dice):.4f} dice")

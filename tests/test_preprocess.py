@@ -7,6 +7,7 @@ import pytest
 import torch
 from skimage.filters import threshold_otsu
 
+from cohortseg import preprocess
 from cohortseg.cohort import demo_affine, demo_phantom
 from cohortseg.preprocess import (
     Geometry,
@@ -148,7 +149,8 @@ def full_grid_restore(probabilities: torch.Tensor, geometry: Geometry) -> np.nda
     return torch.argmax(full, dim=0).to(torch.uint8).numpy()
 
 
-@pytest.mark.parametrize("smooth", [True, False], ids=["few_boundaries", "noise"])
+# boundary voxels one by one (few boundaries: a trained network) or all voxels (many)
+@pytest.mark.parametrize("dense_fraction", [1.0, 0.0], ids=["by_voxel", "all_voxels"])
 @pytest.mark.parametrize(
     ("canonical", "resampled", "crop"),
     [
@@ -159,8 +161,9 @@ def full_grid_restore(probabilities: torch.Tensor, geometry: Geometry) -> np.nda
     ],
 )
 def test_restoring_only_the_crop_in_chunks_matches_the_full_grid_definition(
-    canonical, resampled, crop, smooth
+    canonical, resampled, crop, dense_fraction, monkeypatch
 ) -> None:
+    monkeypatch.setattr(preprocess, "DENSE_FRACTION", dense_fraction)
     geometry = Geometry(
         native_shape=canonical,
         native_affine=np.eye(4).tolist(),
@@ -172,12 +175,7 @@ def test_restoring_only_the_crop_in_chunks_matches_the_full_grid_definition(
     )
     torch.manual_seed(0)
     shape = [b - a for a, b in crop]
-    if smooth:  # blobs of classes, as a trained network predicts: boundary voxels are few
-        blobs = torch.randn(4, *(max(1, n // 6) for n in shape))[None]
-        logits = torch.nn.functional.interpolate(blobs, size=shape, mode="trilinear")[0]
-    else:  # noise: boundaries everywhere
-        logits = torch.randn(4, *shape)
-    probs = torch.softmax(3 * logits, dim=0)
+    probs = torch.softmax(3 * torch.randn(4, *shape), dim=0)
     expected = full_grid_restore(probs, geometry)
     labels = restore_canonical_labels(probs, geometry).numpy()
     assert labels.shape == canonical and labels.dtype == np.uint8

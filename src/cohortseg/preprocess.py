@@ -341,7 +341,8 @@ def restore_canonical_labels(
     - where the argmax of all (up to 8) source voxels of a stencil is the same class, it is the
       argmax of any convex combination of them, so the class is copied (a uint8 operation);
     - only the remaining voxels, along class boundaries, are interpolated, ``chunk_voxels`` at
-      a time.
+      a time; when they are more than ``DENSE_FRACTION`` of all (an untrained network), every
+      voxel is, separably per axis, in slabs of about ``chunk_voxels``.
 
     Returns
     -------

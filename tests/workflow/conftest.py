@@ -42,7 +42,8 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
-        counts[parts[0]] = int(parts[1])
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
     return counts
 
 

@@ -21,7 +21,7 @@ for shard_id, members in SHARD_OF.items():
             "../../envs/cohortseg.yaml"
         container:
             CONTAINER
-        threads: 1
+        threads: rule_threads("infer")
         resources:
             **cluster_resources("infer"),
         params:
