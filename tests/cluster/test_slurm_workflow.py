@@ -67,6 +67,8 @@ def slurm_run(tmp_path_factory):
         f"cluster={cluster}",
         f"demo={demo}",
         "inference={shard_size: 5}",
+        # a command-line --config replaces the profile's `config:` entry, so it repeats it
+        "training={launcher: srun, backend: ddp}",
     )
     return workdir, proc.stdout + proc.stderr
 
