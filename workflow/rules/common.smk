@@ -103,6 +103,15 @@ def cluster_resources(rule_name):
         spec.pop("tasks", None)
         if cluster["gpu_model"]:
             spec["gpu_model"] = cluster["gpu_model"]
+    if (
+        rule_name == "train"
+        and config["training"]["launcher"] == "srun"
+        and train_tasks() > 1
+    ):
+        # the ranks are started by the rule's own srun: the plugin's `mpi` convention keeps
+        # the job step from wrapping the rule in an srun of its own (a nested step would wait)
+        spec["mpi"] = "srun"
+        spec["tasks"] = train_tasks()
     account = cluster["account"] or os.environ.get("COHORTSEG_ACCOUNT")
     if partition:
         spec["slurm_partition"] = partition
@@ -121,6 +130,8 @@ def train_launcher():
     if launcher == "horovodrun":
         return f"horovodrun --gloo -np {ranks} -H localhost:{ranks}"
     if launcher == "srun":
+        if train_tasks() < 2:
+            return ""  # one task: the job step itself is the only rank
         if training["backend"] == "horovod":
             raise WorkflowError(
                 "training.launcher: srun needs training.backend: ddp (Horovod without MPI"
@@ -159,3 +170,12 @@ def damaged_store_marker(wildcards):
         with open(marker, "w") as handle:
             handle.write(f"{check_store(store)}\n")
     return [marker] if os.path.exists(marker) else []
+
+
+def train_tasks():
+    """Ranks of the training job on a cluster: one per GPU, else cluster.rules.train.tasks."""
+    spec = {
+        **config["cluster"]["rules"]["default"],
+        **config["cluster"]["rules"].get("train", {}),
+    }
+    return int(spec.get("gpus", 0)) or int(spec.get("tasks", 1))
