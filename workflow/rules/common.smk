@@ -137,7 +137,8 @@ def train_launcher():
                 "training.launcher: srun needs training.backend: ddp (Horovod without MPI"
                 " cannot rendezvous under srun; use launcher: horovodrun on one node)"
             )
-        return "srun"
+        # the job step hides the allocation's task count from nested steps: say it
+        return f"srun --ntasks {train_tasks()}"
     return ""
 
 
