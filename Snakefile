@@ -39,6 +39,8 @@ rule all:
         "results/report/run.html",
         MESHES,
         MAPPING_TARGETS,
-        # Segmentations are final results: requested here, a deleted one is made again (an
-        # intermediate file that is missing would not rerun anything).
-        [segmentation(s) for members in SHARD_OF.values() for s in members],
+        # Every shard's manifest, and the segmentations missing from finished shards, are
+        # requested, so that a deleted one is made again: Snakemake remakes a missing
+        # intermediate file only for a job that must run anyway (see missing_segmentations).
+        [inference_manifest(shard) for shard in SHARD_IDS],
+        missing_segmentations(),

@@ -3,6 +3,7 @@ sharded or how many workers there are; one bad subject fails alone; bounded read
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -16,8 +17,10 @@ import torch
 import cohortseg.infer as infer
 from cohortseg.errors import CohortsegError
 from cohortseg.infer import ShardItem, check_shard, segment_items, segment_shard
+from cohortseg.io import read_tsv
 from cohortseg.models import build_network
 from cohortseg.preprocess import CanonicalImage
+from cohortseg.privacy import REDACT_ENV
 
 MODEL = {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
@@ -154,3 +157,32 @@ def test_readers_run_at_most_queue_size_volumes_ahead_and_writers_queue_at_most_
     assert started == written == n
     assert 1 <= max(read_ahead) <= queue_size  # reading ahead, but never further
     assert 1 <= max(write_backlog) <= queue_size  # writing behind, but never further
+
+
+def test_the_manifest_names_every_segmentation_with_its_checksum(
+    tmp_path, phantom_files, checkpoint
+):
+    items = [ShardItem(s, i, str(tmp_path / f"{s}.nii.gz")) for s, i, _ in phantom_files]
+    assert segment_shard(checkpoint, items, INFERENCE) == []
+    manifest = tmp_path / "shard.tsv"
+    infer.write_manifest(str(manifest), items)
+    rows = read_tsv(manifest)
+    assert [r["subject"] for r in rows] == [s for s, _, _ in phantom_files]
+    for row, item in zip(rows, items, strict=True):
+        assert row["segmentation"] == item.output
+        assert row["sha256"] == hashlib.sha256(Path(item.output).read_bytes()).hexdigest()
+
+
+def test_a_redacted_run_logs_an_unreadable_image_without_its_path(
+    tmp_path, phantom_files, checkpoint, caplog, monkeypatch
+):
+    monkeypatch.setenv(REDACT_ENV, "1")
+    caplog.set_level(logging.INFO, logger="cohortseg.infer")
+    secret = tmp_path / "Doe_Jane_1950" / "scan.nii.gz"
+    secret.parent.mkdir()
+    secret.write_bytes(Path(phantom_files[0][1]).read_bytes()[:300])  # a truncated header
+    item = ShardItem("sub-x", str(secret), str(tmp_path / "sub-x.nii.gz"))
+    failures = segment_shard(checkpoint, [item], INFERENCE)
+    assert [f.subject for f in failures] == ["sub-x"]
+    logged = "\n".join(caplog.text.splitlines()) + str(failures[0])
+    assert "sub-x" in logged and "Doe_Jane" not in logged

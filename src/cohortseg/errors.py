@@ -21,9 +21,9 @@ class InvalidInputError(CohortsegError):
     """
 
     def __init__(self, subject: str, path: str, problem: str) -> None:
-        from cohortseg.privacy import show_path  # here: privacy imports this module
+        from cohortseg.privacy import scrub, show_path  # here: privacy imports this module
 
         self.subject = subject
         self.path = show_path(path)
-        self.problem = problem
-        super().__init__(f"{subject}: {self.path}: {problem}")
+        self.problem = scrub(problem, path)  # a library's message may quote the path
+        super().__init__(f"{subject}: {self.path}: {self.problem}")

@@ -17,7 +17,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from cohortseg.errors import CohortsegError, InvalidInputError
-from cohortseg.io import load_nifti, save_nifti
+from cohortseg.io import load_nifti, save_nifti, sha256_file, write_tsv
 from cohortseg.models import build_network
 from cohortseg.preprocess import (
     CanonicalImage,
@@ -29,6 +29,7 @@ from cohortseg.preprocess import (
     to_canonical,
     undo_reorient,
 )
+from cohortseg.privacy import redacting, scrub
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,9 @@ def segment_items(
                 fail(index, exc)
                 continue
             except Exception as exc:
-                log.exception("%s: cannot read %s", item.subject, item.image)
-                fail(index, InvalidInputError(item.subject, item.image, f"cannot read: {exc}"))
+                problem = scrub(f"cannot read: {exc}", item.image, "image")
+                _log_failure(item.subject, problem)
+                fail(index, InvalidInputError(item.subject, item.image, problem))
                 continue
             finally:
                 read_wait_s += time.perf_counter() - tick
@@ -296,8 +298,8 @@ def segment_items(
             try:
                 labels, geometry = segment_canonical(net, image, plan, inference, device)
             except Exception as exc:
-                log.exception("%s: segmentation failed", item.subject)
-                problem = f"segmentation failed: {type(exc).__name__}: {exc}"
+                problem = scrub(f"segmentation failed: {type(exc).__name__}: {exc}", item.image)
+                _log_failure(item.subject, problem)
                 fail(index, InvalidInputError(item.subject, item.image, problem))
                 continue
             finally:
@@ -328,6 +330,15 @@ def segment_items(
     return [failures[i] for i in sorted(failures)]
 
 
+def _log_failure(subject: str, problem: str) -> None:
+    """Log a subject's failure, with the traceback unless input paths are redacted (a
+    traceback can quote them)."""
+    if redacting():
+        log.error("%s: %s", subject, problem)
+    else:
+        log.exception("%s: %s", subject, problem)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -345,6 +356,17 @@ def segment_shard(
     device = pick_device(inference.get("device", "auto"))
     net, plan = load_model(checkpoint, device)
     return segment_items(net, plan, items, inference, device)
+
+
+def write_manifest(path: str, items: Sequence[ShardItem]) -> None:
+    """Write the shard's manifest: one row per subject with its segmentation and the file's
+    SHA-256, so that a finished shard can be checked and compared (it is also what evaluation
+    depends on, standing for the shard's segmentations)."""
+    rows = [
+        {"subject": i.subject, "segmentation": i.output, "sha256": sha256_file(i.output)}
+        for i in items
+    ]
+    write_tsv(path, rows, ["subject", "segmentation", "sha256"])
 
 
 def check_shard(failures: Sequence[InvalidInputError]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import hashlib
 import json
 import os
 import tempfile
@@ -103,6 +104,12 @@ def write_tsv(
         writer.writerow(columns)
         for row in rows:
             writer.writerow([fmt(row.get(col)) for col in columns])
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:

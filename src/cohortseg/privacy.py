@@ -53,3 +53,9 @@ def redacting() -> bool:
 def show_path(path: str | os.PathLike[str], kind: str = "file") -> str:
     """``path`` as it may appear in logs and tables: itself, or ``<kind>`` when redacting."""
     return f"<{kind}>" if redacting() else str(path)
+
+
+def scrub(text: str, path: str | os.PathLike[str], kind: str = "file") -> str:
+    """``text`` (a library's message, which may quote ``path``) with ``path`` shown as
+    :func:`show_path` shows it."""
+    return text.replace(str(path), f"<{kind}>") if redacting() else text

@@ -19,7 +19,7 @@ import numpy as np
 
 from cohortseg.cohort import Subject
 from cohortseg.io import read_tsv, write_tsv
-from cohortseg.privacy import redacting, show_path
+from cohortseg.privacy import scrub, show_path
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ def validate_subject(
     problems: list[Problem] = []
 
     def add(kind: str, path: str, text: str) -> None:
-        if redacting():  # messages of libraries may quote the path too
-            text = text.replace(str(path), f"<{kind}>")
+        text = scrub(text, path, kind)  # messages of libraries may quote the path too
         problems.append(Problem(subject.subject, kind, show_path(path, kind), text))
 
     img, err = _header(subject.image)

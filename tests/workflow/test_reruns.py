@@ -69,3 +69,11 @@ def test_a_deleted_segmentation_reruns_only_its_shard(finished):
         "report_run": 1,
         "all": 1,
     }
+
+
+def test_a_deleted_shard_manifest_reruns_that_shard(finished):
+    os.remove(finished / "results" / "inference" / "00000.tsv")
+    counts = job_counts(snakemake(finished, "-n").stdout)
+    assert {r: n for r, n in counts.items() if r.startswith("infer_")} == {"infer_00000": 1}
+    assert counts["evaluate"] == 1 and counts["stats"] == 1
+    assert "train" not in counts and "preprocess" not in counts

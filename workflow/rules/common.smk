@@ -64,6 +64,27 @@ def segmentation(subject):
     return f"results/segmentations/{subject}.nii.gz"
 
 
+def inference_manifest(shard):
+    """The table an inference shard writes last: subject, segmentation, SHA-256."""
+    return f"results/inference/{shard}.tsv"
+
+
+def missing_segmentations():
+    """The segmentations missing from shards that finished (their manifest exists).
+
+    Requested by `all`, they make Snakemake rerun their shard. Unfinished shards are requested
+    through their manifests, so no segmentation is listed twice: planning 50,000 subjects would
+    take about 10 s longer if `all` named every segmentation.
+    """
+    return [
+        segmentation(s)
+        for shard, members in SHARD_OF.items()
+        if os.path.exists(inference_manifest(shard))
+        for s in members
+        if not os.path.exists(segmentation(s))
+    ]
+
+
 def script(name):
     """Path of a command-line entry point in scripts/."""
     return f"{workflow.basedir}/scripts/{name}"
@@ -155,6 +176,12 @@ def tracked(paths):
     if config["samples"] == "demo":
         return list(paths)
     return [p for p in paths if os.path.exists(p)]
+
+
+def made_by_rules(paths):
+    """Those of ``paths`` that a rule makes (the demo cohort's files), for rules that read
+    input files without needing Snakemake to track them."""
+    return list(paths) if config["samples"] == "demo" else []
 
 
 def damaged_store_marker(wildcards):

@@ -3,7 +3,10 @@
 
 rule evaluate:
     input:
-        segmentations=lambda w: [segmentation(s) for s in SHARD_OF[w.shard]],
+        # The shard's manifest stands for its segmentations (it is written after all of them),
+        # so that each segmentation is named by two rules only (its shard and `all`): planning
+        # 50,000 subjects stays fast.
+        manifest=lambda w: inference_manifest(w.shard),
         labels=lambda w: [BY_ID[s].label for s in SHARD_OF[w.shard] if BY_ID[s].label],
     output:
         "results/metrics/{shard}.tsv",

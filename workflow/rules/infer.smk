@@ -12,7 +12,8 @@ for shard_id, members in SHARD_OF.items():
             model="results/model/best.pt",
             images=tracked(BY_ID[s].image for s in members),
         output:
-            [segmentation(s) for s in members],
+            segmentations=[segmentation(s) for s in members],
+            manifest=inference_manifest(shard_id),
         log:
             f"logs/infer/{shard_id}.log",
         benchmark:
@@ -31,5 +32,6 @@ for shard_id, members in SHARD_OF.items():
             inference=as_json(config["inference"]),
         shell:
             "python {params.script} --checkpoint {input.model} --subjects {params.subjects}"
-            " --images {params.images} --outputs {output} --inference {params.inference}"
+            " --images {params.images} --outputs {output.segmentations}"
+            " --manifest {output.manifest} --inference {params.inference}"
             " > {log} 2>&1"

@@ -233,7 +233,7 @@ if config["meshes"]["enabled"]:
             name:
                 f"meshes_{shard_id}"
             input:
-                [segmentation(s) for s in members],
+                inference_manifest(shard_id),  # stands for the shard's segmentations
             output:
                 [path for s in members for path in MESHES_OF[s]],
             log:
@@ -249,9 +249,10 @@ if config["meshes"]["enabled"]:
             params:
                 script=script("meshes.py"),
                 subjects=members,
+                segmentations=[segmentation(s) for s in members],
                 classes=config["classes"],
                 smoothing=config["meshes"]["smoothing_iterations"],
             shell:
                 "python {params.script} --subjects {params.subjects}"
-                " --segmentations {input} --classes {params.classes}"
+                " --segmentations {params.segmentations} --classes {params.classes}"
                 " --outputs {output} --smoothing-iterations {params.smoothing} > {log} 2>&1"
