@@ -192,7 +192,8 @@ def main() -> None:
                 sync(device)
                 start = time.perf_counter()
             img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
-            img, lab = augment(img, lab, sampler.sample_seeds(1, step))
+            seeds = sampler.sample_seeds(1, step)
+            img, lab = augment(img, lab, seeds, config["training"].get("augmentation"))
             if first is None:
                 first = (img.clone(), lab.clone())
             train_step(net, optimizer, loss_fn, img, lab).item()

@@ -52,6 +52,12 @@ CONFIG = {
         "backend": "single",
         "lr_scaling": "none",
         "checkpoint_every": 5,
+        # Rotations and zooms are left out here (they are drawn per sample like the rest:
+        # test_augment.py): with them, gradients that agree to 1e-8 between batch 2 and two
+        # ranks with batch 1 (measured on these patches) drift to 1e-3 in the weights over the
+        # 48 AdamW steps of this tiny model; without them to 1.2e-5 (tolerance 5e-5, while one
+        # step that differed would move weights by about the learning rate, 1e-2).
+        "augmentation": {"spatial_probability": 0.0},
     },
     "inference": {"overlap": 0.25, "sw_batch_size": 2},
 }
@@ -159,11 +165,13 @@ def load(path: Path) -> dict:
 
 def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
     assert list(a) == list(b)
-    for key in a:
-        if atol == 0.0:
+    if atol == 0.0:
+        for key in a:
             assert torch.equal(a[key], b[key]), key
-        else:
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+        return
+    worst = max(a, key=lambda k: float((a[k] - b[k]).abs().max()))
+    difference = float((a[worst] - b[worst]).abs().max())
+    assert difference <= atol, f"{worst}: max |difference| {difference:.3g} > {atol}"
 
 
 def assert_ranks_agree(state: dict, world_size: int) -> None:
@@ -244,7 +252,7 @@ def test_ddp_ranks_agree_and_match_one_rank_with_twice_the_batch(single_run, ddp
     assert ddp_run["world_size"] == 2 and ddp_run["backend"] == "ddp"
     assert ddp_run["global_step"] == single_run["global_step"] == 48
     assert_ranks_agree(ddp_run, 2)
-    assert_same_weights(ddp_run["model_state"], single_run["model_state"], atol=1e-5)
+    assert_same_weights(ddp_run["model_state"], single_run["model_state"], atol=5e-5)
 
 
 @pytest.mark.slow
@@ -272,7 +280,7 @@ def test_horovod_ranks_agree_match_one_rank_with_twice_the_batch_and_resume(
     assert state["world_size"] == 2 and state["backend"] == "horovod"
     assert state["finished"] and state["global_step"] == 48
     assert_ranks_agree(state, 2)
-    assert_same_weights(state["model_state"], single_run["model_state"], atol=1e-5)
+    assert_same_weights(state["model_state"], single_run["model_state"], atol=5e-5)
     # two ranks average gradients exactly alike in both backends ((a + b) / 2 = a/2 + b/2 in
     # binary floating point), so the resumed run must equal DDP's uninterrupted one bit for bit
     assert_same_weights(state["model_state"], ddp_run["model_state"])

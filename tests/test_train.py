@@ -17,7 +17,6 @@ from cohortseg.preprocess import prepare_image, prepare_label, spacing_of
 from cohortseg.train import (
     EpochBatchSampler,
     ValidationSubject,
-    augment,
     checkpoint_activations,
     scaled_learning_rate,
     train,
@@ -138,21 +137,6 @@ def test_batch_order_is_a_function_of_seed_epoch_and_step():
     assert list(fresh.global_order(1)) == list(one.global_order(1))
     assert list(fresh.global_order(0)) != list(fresh.global_order(1))
     assert list(EpochBatchSampler(10, 4, 5, seed=4).global_order(0)) != list(fresh.global_order(0))
-
-
-def test_augmentation_does_not_depend_on_how_samples_are_batched():
-    gen = torch.Generator().manual_seed(0)
-    image = torch.randn(3, 1, 6, 5, 4, generator=gen)
-    label = torch.randint(0, 4, (3, 1, 6, 5, 4), generator=gen)
-    seeds = [11, 12, 13]
-    whole = augment(image, label, seeds)
-    split = [augment(image[k : k + 1], label[k : k + 1], seeds[k : k + 1]) for k in range(3)]
-    assert torch.equal(whole[0], torch.cat([s[0] for s in split]))
-    assert torch.equal(whole[1], torch.cat([s[1] for s in split]))
-    assert not torch.equal(whole[0], image)
-    assert torch.equal(augment(image, label, seeds)[0], whole[0])
-    # labels move with their voxels: a flip is the same for image and label
-    assert sorted(whole[1].flatten().tolist()) == sorted(label.flatten().tolist())
 
 
 def test_activation_checkpointing_keeps_parameter_names_and_gradients():

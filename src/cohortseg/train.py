@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from cohortseg import distributed
+from cohortseg.augment import AUGMENTATION_DEFAULTS, augment
 from cohortseg.errors import CohortsegError
 from cohortseg.infer import predict_probabilities
 from cohortseg.io import atomic_write, load_nifti, write_tsv
@@ -59,6 +60,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": None,
     "activation_checkpointing": False,
     "device": "auto",
+    "augmentation": AUGMENTATION_DEFAULTS,
 }
 
 #: ``training`` keys that may change between an interrupted run and its resumption.
@@ -169,30 +171,6 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.steps - self.start_step
-
-
-def augment(
-    image: torch.Tensor, label: torch.Tensor, seeds: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips per axis, intensity scaling and shift, and Gaussian noise, on the batch's
-    device, each sample drawn from its own seed (so the result does not depend on how samples
-    are grouped into batches or ranks). ``image`` is (B, 1, X, Y, Z), ``label``
-    (B, 1, X, Y, Z), ``seeds`` B integers."""
-    images, labels = [], []
-    for k, seed in enumerate(seeds):
-        r = torch.rand(6, generator=torch.Generator().manual_seed(seed)).tolist()
-        img, lab = image[k], label[k]
-        dims = [axis + 1 for axis in range(3) if r[axis] < 0.5]
-        if dims:
-            img, lab = img.flip(dims), lab.flip(dims)
-        img = img * (0.9 + 0.2 * r[3]) + 0.2 * (r[4] - 0.5)
-        if r[5] < 0.3:
-            gen = torch.Generator(device=img.device).manual_seed((seed + 1) % 2**63)
-            noise = torch.randn(img.shape, generator=gen, device=img.device, dtype=img.dtype)
-            img = img + 0.05 * noise
-        images.append(img)
-        labels.append(lab)
-    return torch.stack(images), torch.stack(labels)
 
 
 def lr_at(epoch: int, epochs: int, base: float) -> float:
@@ -607,7 +585,8 @@ def _train(
         for step, (image, label) in enumerate(batches, start=progress.step):
             image = image.to(device, non_blocking=True)
             label = label.to(device, non_blocking=True)
-            image, label = augment(image, label, sampler.sample_seeds(epoch, step))
+            seeds = sampler.sample_seeds(epoch, step)
+            image, label = augment(image, label, seeds, cfg["augmentation"])
             loss = train_step(model, optimizer, loss_fn, image, label)
             # one collective for the mean loss and whether any rank was told to stop
             loss_sum, stopping = ctx.allreduce_sum([loss.item(), stop.signal_name is not None])
