@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cohortseg.cohort import Subject, demo_phantom
 from cohortseg.io import save_nifti
+from cohortseg.patches import extract, sample_origins
 from cohortseg.plan import (
     fingerprint,
     make_plan,
@@ -251,3 +252,22 @@ def test_fingerprint_intensity_comes_from_labelled_voxels(tmp_path):
     assert intensity["percentile_50_0"] <= intensity["percentile_99_5"] <= foreground.max()
     assert intensity["mean"] == pytest.approx(foreground.mean(), rel=0.1)
     assert intensity["std"] == pytest.approx(foreground.std(), rel=0.2)
+
+
+@pytest.mark.parametrize(
+    "spacing, whole",
+    [([1.0, 1.0, 2.0], [120, 112, 64]), ([2.0, 2.0, 4.0], [64, 56, 32])],
+)
+def test_full_patch_size_holds_every_training_volume_whole(config, spacing, whole):
+    config["plan"].update(patch_size="full", target_spacing_mm=spacing)
+    plan = make_plan(FINGERPRINT, config)
+    assert plan["patch_size"] == whole  # largest resampled shape, up to a multiple of 8
+    largest = [120, 110, 60]
+    factor = [1.0 / (s / 1.0) for s in spacing[:2]] + [2.0 / spacing[2]]
+    resampled = [round(n * f) for n, f in zip(largest, factor, strict=True)]
+    label = np.zeros(resampled, np.uint8)
+    label[0, 0, 0] = label[-1, -1, -1] = 1  # opposite corners
+    origins = sample_origins(label, plan["patch_size"], 4, 0.5, np.random.default_rng(0))
+    for origin in origins:  # every patch is the whole volume, centred and padded
+        patch = extract(label, origin, plan["patch_size"], 0)
+        assert patch.shape == tuple(whole) and int(patch.sum()) == 2

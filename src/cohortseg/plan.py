@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -77,6 +78,16 @@ def patch_size(
     return out
 
 
+def whole_volume_patch_size(
+    resampled_shapes: Sequence[Sequence[float]], divisor: Sequence[int]
+) -> list[int]:
+    """The smallest patch that holds every training volume whole (``plan.patch_size: full``):
+    the largest resampled shape per axis (rounded as preprocessing rounds it), rounded up to a
+    multiple of ``divisor``."""
+    biggest = np.max(np.maximum(1, np.round(np.asarray(resampled_shapes, float))), axis=0)
+    return [int(math.ceil(m / d) * d) for m, d in zip(biggest, divisor, strict=True)]
+
+
 def network_divisor(strides: Sequence[int | Sequence[int]]) -> list[int]:
     """Total downsampling factor per axis of a network with the given strides."""
     div = np.ones(3, int)
@@ -99,7 +110,10 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
     ]
     median_shape = np.median(np.asarray(resampled), axis=0).tolist()
     divisor = network_divisor(config["model"]["strides"])
-    size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
+    if user.get("patch_size") == "full":
+        size = whole_volume_patch_size(resampled, divisor)
+    else:
+        size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
     plan = {
         "target_spacing_mm": [float(x) for x in spacing],
         "median_shape": [round(x, 1) for x in median_shape],
