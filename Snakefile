@@ -39,8 +39,5 @@ rule all:
         "results/report/run.html",
         MESHES,
         MAPPING_TARGETS,
-        # Every shard's manifest, and the segmentations missing from finished shards, are
-        # requested, so that a deleted one is made again: Snakemake remakes a missing
-        # intermediate file only for a job that must run anyway (see missing_segmentations).
+        # every inference shard's manifest (it stands for the shard's segmentations)
         [inference_manifest(shard) for shard in SHARD_IDS],
-        missing_segmentations(),

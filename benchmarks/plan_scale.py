@@ -8,7 +8,7 @@ opens) in a temporary directory, then times
 
 with this interpreter's Snakemake. It prints one ``name: value unit`` line per figure: wall
 time, CPU time and peak RSS of the Snakemake process tree, the jobs per rule from Snakemake's
-"Job stats" table, and whether the number of ``infer_*`` jobs equals ceil(N / shard_size) (every
+"Job stats" table, and whether the number of ``infer`` jobs equals ceil(N / shard_size) (every
 split is segmented by default). Unless ``--no-baseline`` is given, the same command is first
 timed on the labelled subjects plus one shard, so the fixed start-up cost (imports, executor
 plugins) can be told apart from the cost of planning N subjects. ``slurm_probe_wall`` is how long
@@ -30,7 +30,6 @@ import argparse
 import math
 import os
 import pstats
-import re
 import shlex
 import shutil
 import subprocess
@@ -43,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INFER_RULE = re.compile(r"infer_\d+")
 TARGET_WALL_S = 30
 TARGET_RSS_MIB = 1536
 
@@ -174,18 +172,15 @@ def report_run(prefix: str, run: Run) -> None:
     print_figure(f"{prefix}peak_rss", f"{run.peak_rss_kib / 1024:.0f}", "MiB")
 
 
-def report_jobs(counts: dict[str, int], expected_infer: int, all_rules: bool) -> bool:
-    """Print jobs per rule (``infer_*`` summed unless ``all_rules``); True if the number of
-    infer jobs is ``expected_infer``."""
-    infer = {rule: n for rule, n in counts.items() if INFER_RULE.fullmatch(rule)}
+def report_jobs(counts: dict[str, int], expected_infer: int) -> bool:
+    """Print jobs per rule; True if the rule ``infer`` has ``expected_infer`` jobs."""
     for rule, n in counts.items():
-        if rule != "total" and (all_rules or rule not in infer):
+        if rule != "total":
             print_figure(f"jobs.{rule}", n, "jobs")
     print_figure("jobs.total", counts.get("total", 0), "jobs")
-    print_figure("infer_rules", len(infer), "rules")
-    print_figure("infer_jobs", sum(infer.values()), "jobs")
+    print_figure("infer_jobs", counts.get("infer", 0), "jobs")
     print_figure("infer_jobs_expected", expected_infer, "jobs")
-    match = sum(infer.values()) == expected_infer
+    match = counts.get("infer", 0) == expected_infer
     print_figure("infer_jobs_match", str(match).lower())
     return match
 
@@ -209,7 +204,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="also write a cProfile of snakemake here")
     parser.add_argument("--profile-top", type=int, default=30, help="profile lines to show")
     parser.add_argument("--timeout", type=float, default=900, help="per run, seconds")
-    parser.add_argument("--all-rules", action="store_true", help="one line per infer_* rule")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--snakemake-args",
@@ -260,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print_figure("output_lines", len(run.output.splitlines()), "lines")
         # Every split is segmented by default (inference.splits), so all N subjects are sharded.
         expected = math.ceil(args.subjects / args.shard_size)
-        match = report_jobs(job_stats(run.output), expected, args.all_rules)
+        match = report_jobs(job_stats(run.output), expected)
         within = run.wall_s <= TARGET_WALL_S and run.peak_rss_kib <= TARGET_RSS_MIB * 1024
         print_figure("target_wall", TARGET_WALL_S, "s")
         print_figure("target_peak_rss", TARGET_RSS_MIB, "MiB")

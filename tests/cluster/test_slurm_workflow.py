@@ -6,6 +6,7 @@ test is skipped, unless COHORTSEG_REQUIRE_SLURM=1 (as in CI), where it fails.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ DEMO = {
     "seed": 0,
 }
 TRAIN_TASKS = 2
+SHARD_SIZE = 5
 
 pytestmark = pytest.mark.slow
 
@@ -66,30 +68,52 @@ def slurm_run(tmp_path_factory):
         "--config",
         f"cluster={cluster}",
         f"demo={demo}",
-        "inference={shard_size: 5}",
+        f"inference={{shard_size: {SHARD_SIZE}}}",
         # a command-line --config replaces the profile's `config:` entry, so it repeats it
         "training={launcher: srun, backend: ddp}",
     )
     return workdir, proc.stdout + proc.stderr
 
 
-def test_every_job_ran_as_a_slurm_job(slurm_run):
+ARRAY = re.compile(r"SLURM job ID (\d+)\. The individual task IDs are (\d+)-(\d+)")
+
+
+def test_every_job_ran_as_a_slurm_job_and_the_shards_as_one_array(slurm_run):
     workdir, output = slurm_run
     job_ids = set(re.findall(r"SLURM jobid (\d+)", output))
-    assert job_ids, output[-3000:]
+    arrays = ARRAY.findall(output)
+    assert job_ids and arrays, output[-3000:]
+    n_shards = math.ceil(sum(DEMO["subjects_per_split"].values()) / SHARD_SIZE)
+    assert len(arrays) == 1, arrays  # every inference shard a task of one job array
+    array_id, first, last = arrays[0]
+    tasks = {f"{array_id}_{k}" for k in range(int(first), int(last) + 1)}
+    assert len(tasks) == n_shards >= 2
     rows = subprocess.run(
-        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%k", "-j", ",".join(sorted(job_ids))],
+        [
+            "squeue",
+            "-h",
+            "-t",
+            "all",
+            "-o",
+            "%i|%T|%k",
+            "-j",
+            ",".join(sorted(job_ids | {array_id})),
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert len(rows) == len(job_ids)
-    assert all(r.split("|")[1] == "COMPLETED" for r in rows), rows
+    states = {r.split("|")[0]: r.split("|")[1] for r in rows}
+    assert set(states) == job_ids | tasks, rows
+    assert set(states.values()) == {"COMPLETED"}, rows
     steps = int(re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)[-1][1])
-    assert len(job_ids) == steps - 1  # every job but the local target rule `all`
-    comments = [r.split("|")[2] for r in rows]
-    for rule in ("rule_plan", "rule_train", "rule_infer_00000", "rule_summarise"):
-        assert sum(c.startswith(rule) for c in comments) == 1, (rule, comments)
+    assert len(job_ids) + len(tasks) == steps - 1  # every job but the local target rule `all`
+    comments = {r.split("|")[0]: r.split("|")[2] for r in rows}
+    for rule in ("rule_plan", "rule_train", "rule_summarise"):
+        assert sum(comments[j].startswith(rule) for j in job_ids) == 1, (rule, comments)
+    assert all(comments[t].startswith("rule_infer") for t in tasks), comments
+    for shard in range(n_shards):  # each task ran its own shard
+        assert (workdir / "results" / "inference" / f"{shard:05d}.tsv").exists()
 
 
 def test_results_pass_the_local_checks(slurm_run):

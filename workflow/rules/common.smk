@@ -69,22 +69,6 @@ def inference_manifest(shard):
     return f"results/inference/{shard}.tsv"
 
 
-def missing_segmentations():
-    """The segmentations missing from shards that finished (their manifest exists).
-
-    Requested by `all`, they make Snakemake rerun their shard. Unfinished shards are requested
-    through their manifests, so no segmentation is listed twice: planning 50,000 subjects would
-    take about 10 s longer if `all` named every segmentation.
-    """
-    return [
-        segmentation(s)
-        for shard, members in SHARD_OF.items()
-        if os.path.exists(inference_manifest(shard))
-        for s in members
-        if not os.path.exists(segmentation(s))
-    ]
-
-
 def script(name):
     """Path of a command-line entry point in scripts/."""
     return f"{workflow.basedir}/scripts/{name}"
@@ -197,6 +181,30 @@ def damaged_store_marker(wildcards):
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with open(marker, "w") as handle:
             handle.write(f"{check_store(store)}\n")
+    return [marker] if os.path.exists(marker) else []
+
+
+def incomplete_shard_marker(wildcards):
+    """An extra input of `infer` that makes a finished shard with a missing segmentation run
+    again.
+
+    Segmentations are not declared outputs (the shard's manifest is), so that every shard is a
+    job of one rule. When the manifest exists but a member's segmentation does not, a marker
+    file newer than the manifest is written, so Snakemake sees the shard as outdated; once
+    written, the marker stays an input (older than the new manifest), so the set of inputs does
+    not change again.
+    """
+    marker = f"results/inference/.incomplete/{wildcards.shard}"
+    if os.path.exists(inference_manifest(wildcards.shard)):
+        missing = [
+            segmentation(s)
+            for s in SHARD_OF[wildcards.shard]
+            if not os.path.exists(segmentation(s))
+        ]
+        if missing:
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            with open(marker, "w") as handle:
+                handle.write("".join(f"{path}\n" for path in missing))
     return [marker] if os.path.exists(marker) else []
 
 
