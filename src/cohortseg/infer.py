@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from cohortseg import io
 from cohortseg.errors import CohortsegError, InvalidInputError
-from cohortseg.io import load_nifti, save_nifti, sha256_file, write_tsv
+from cohortseg.io import load_nifti, save_nifti
 from cohortseg.models import build_network
 from cohortseg.preprocess import (
     CanonicalImage,
@@ -362,11 +363,8 @@ def write_manifest(path: str, items: Sequence[ShardItem]) -> None:
     """Write the shard's manifest: one row per subject with its segmentation and the file's
     SHA-256, so that a finished shard can be checked and compared (it is also what evaluation
     depends on, standing for the shard's segmentations)."""
-    rows = [
-        {"subject": i.subject, "segmentation": i.output, "sha256": sha256_file(i.output)}
-        for i in items
-    ]
-    write_tsv(path, rows, ["subject", "segmentation", "sha256"])
+    rows = [{"subject": i.subject, "segmentation": i.output} for i in items]
+    io.write_manifest(path, rows, ["subject", "segmentation"], "segmentation")
 
 
 def check_shard(failures: Sequence[InvalidInputError]) -> None:

@@ -112,6 +112,18 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def write_manifest(
+    path: str | os.PathLike[str],
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    file_column: str,
+) -> None:
+    """Write ``rows`` as a TSV manifest of files: ``columns`` plus ``sha256``, the SHA-256 of
+    the file that each row names in ``file_column``."""
+    hashed = [{**row, "sha256": sha256_file(row[file_column])} for row in rows]
+    write_tsv(path, hashed, [*columns, "sha256"])
+
+
 def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Read a tab-separated table with a header into a list of dicts of strings."""
     with open(path, newline="") as handle:

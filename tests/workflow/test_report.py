@@ -321,12 +321,15 @@ def test_meshes_lie_on_the_segmentation_in_lps(demo_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(demo_run, run, symlinks=True)  # the session's demo run stays as it is
     stats = {r["subject"]: r for r in read_tsv(run / "results" / "stats.tsv")}
-    meshes = [f"results/meshes/{s}/{c}.stl" for s in stats for c in CLASSES]
-    config = ("--config", "meshes={enabled: true, format: stl}")
-    planned = job_counts(snakemake(run, "-n", *meshes, *config).stdout)
     n_shards = len(list((run / "results" / "stats").glob("*.tsv")))
-    assert planned == {f"meshes_{k:05d}": 1 for k in range(n_shards)}  # one job per shard only
-    snakemake(run, "--cores", "2", *meshes, *config)
+    manifests = [f"results/meshes/{k:05d}.tsv" for k in range(n_shards)]
+    config = ("--config", "meshes={enabled: true, format: stl}")
+    planned = job_counts(snakemake(run, "-n", *manifests, *config).stdout)
+    assert planned == {"meshes": n_shards}  # one job per shard, nothing else
+    snakemake(run, "--cores", "2", *manifests, *config)
+    listed = [row for m in manifests for row in read_tsv(run / m)]
+    assert {(r["subject"], r["class"]) for r in listed} == {(s, c) for s in stats for c in CLASSES}
+    assert all(r["mesh"] == f"results/meshes/{r['subject']}/{r['class']}.stl" for r in listed)
     for subject, row in stats.items():
         labels, affine = load_nifti(run / row["segmentation"], dtype=np.uint8)
         voxel = float(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).max())
@@ -337,3 +340,6 @@ def test_meshes_lie_on_the_segmentation_in_lps(demo_run, tmp_path):
             ras = ras_to_lps(vertices)
             assert np.all(np.abs(ras.min(axis=0) - lo) < voxel), (subject, c)
             assert np.all(np.abs(ras.max(axis=0) - hi) < voxel), (subject, c)
+    os.remove(run / listed[0]["mesh"])  # a deleted mesh: only its shard runs again
+    again = snakemake(run, "-n", *manifests, *config).stdout
+    assert job_counts(again) == {"meshes": 1}

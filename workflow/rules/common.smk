@@ -69,6 +69,15 @@ def inference_manifest(shard):
     return f"results/inference/{shard}.tsv"
 
 
+def meshes_manifest(shard):
+    """The table a mesh shard writes last: subject, class, mesh, SHA-256."""
+    return f"results/meshes/{shard}.tsv"
+
+
+def mesh(subject, class_name):
+    return f"results/meshes/{subject}/{class_name}.{config['meshes']['format']}"
+
+
 def script(name):
     """Path of a command-line entry point in scripts/."""
     return f"{workflow.basedir}/scripts/{name}"
@@ -184,28 +193,40 @@ def damaged_store_marker(wildcards):
     return [marker] if os.path.exists(marker) else []
 
 
-def incomplete_shard_marker(wildcards):
-    """An extra input of `infer` that makes a finished shard with a missing segmentation run
-    again.
+def incomplete_marker(manifest, marker, expected):
+    """An extra input of a shard job whose per-subject files are not declared outputs (its
+    manifest is, so that every shard is a job of one rule): ``[marker]`` once needed, else [].
 
-    Segmentations are not declared outputs (the shard's manifest is), so that every shard is a
-    job of one rule. When the manifest exists but a member's segmentation does not, a marker
-    file newer than the manifest is written, so Snakemake sees the shard as outdated; once
-    written, the marker stays an input (older than the new manifest), so the set of inputs does
-    not change again.
+    When ``manifest`` exists but one of the ``expected`` files does not, ``marker`` is written
+    (listing them), newer than the manifest, so Snakemake sees the shard as outdated and runs
+    it again; once written, the marker stays an input (older than the new manifest), so the set
+    of inputs does not change again.
     """
-    marker = f"results/inference/.incomplete/{wildcards.shard}"
-    if os.path.exists(inference_manifest(wildcards.shard)):
-        missing = [
-            segmentation(s)
-            for s in SHARD_OF[wildcards.shard]
-            if not os.path.exists(segmentation(s))
-        ]
+    if os.path.exists(manifest):
+        missing = [path for path in expected if not os.path.exists(path)]
         if missing:
             os.makedirs(os.path.dirname(marker), exist_ok=True)
             with open(marker, "w") as handle:
                 handle.write("".join(f"{path}\n" for path in missing))
     return [marker] if os.path.exists(marker) else []
+
+
+def incomplete_shard_marker(wildcards):
+    """`infer`: a finished shard whose segmentation was deleted runs again."""
+    return incomplete_marker(
+        inference_manifest(wildcards.shard),
+        f"results/inference/.incomplete/{wildcards.shard}",
+        [segmentation(s) for s in SHARD_OF[wildcards.shard]],
+    )
+
+
+def incomplete_meshes_marker(wildcards):
+    """`meshes`: a finished shard whose mesh was deleted runs again."""
+    return incomplete_marker(
+        meshes_manifest(wildcards.shard),
+        f"results/meshes/.incomplete/{wildcards.shard}",
+        [path for s in SHARD_OF[wildcards.shard] for path in MESHES_OF[s]],
+    )
 
 
 def train_tasks():

@@ -15,13 +15,9 @@ SKIPPED = {
         s.split in SPLITS and s.subject in EXCLUDED for s in SUBJECTS
     ),
 }
-MESH_FORMAT = config["meshes"]["format"]
-MESHES_OF = {
-    s: [f"results/meshes/{s}/{c}.{MESH_FORMAT}" for c in config["classes"]]
-    for s in SEGMENTED
-}
+MESHES_OF = {s: [mesh(s, c) for c in config["classes"]] for s in SEGMENTED}
 MESHES = (
-    [path for s in SEGMENTED for path in MESHES_OF[s]]
+    [meshes_manifest(shard) for shard in SHARD_IDS]
     if config["meshes"]["enabled"]
     else []
 )
@@ -224,35 +220,36 @@ rule report_run:
         " --runtimes-plot {output.runtimes_plot} > {log} 2>&1"
 
 
-# Surface meshes, one job per inference shard. Outputs cannot be functions of wildcards, so each
-# shard is its own rule (as for inference).
-if config["meshes"]["enabled"]:
-    for shard_id, members in SHARD_OF.items():
-
-        rule:
-            name:
-                f"meshes_{shard_id}"
-            input:
-                inference_manifest(shard_id),  # stands for the shard's segmentations
-            output:
-                [path for s in members for path in MESHES_OF[s]],
-            log:
-                f"logs/meshes/{shard_id}.log",
-            benchmark:
-                f"logs/benchmarks/meshes/{shard_id}.tsv"
-            conda:
-                "../../envs/cohortseg.yaml"
-            container:
-                CONTAINER
-            resources:
-                **cluster_resources("meshes"),
-            params:
-                script=script("meshes.py"),
-                subjects=members,
-                segmentations=[segmentation(s) for s in members],
-                classes=config["classes"],
-                smoothing=config["meshes"]["smoothing_iterations"],
-            shell:
-                "python {params.script} --subjects {params.subjects}"
-                " --segmentations {params.segmentations} --classes {params.classes}"
-                " --outputs {output} --smoothing-iterations {params.smoothing} > {log} 2>&1"
+# Surface meshes, one job per inference shard, all jobs of one rule (as for inference): the
+# declared output is the shard's mesh manifest; a mesh deleted from a finished shard makes that
+# shard run again (incomplete_meshes_marker).
+rule meshes:
+    input:
+        segmentations=inference_manifest("{shard}"),  # stands for the shard's segmentations
+        incomplete=incomplete_meshes_marker,
+    output:
+        meshes_manifest("{shard}"),
+    log:
+        "logs/meshes/{shard}.log",
+    benchmark:
+        "logs/benchmarks/meshes/{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("meshes"),
+    params:
+        script=script("meshes.py"),
+        subjects=lambda w: SHARD_OF[w.shard],
+        segmentations=lambda w: [segmentation(s) for s in SHARD_OF[w.shard]],
+        meshes=lambda w: [path for s in SHARD_OF[w.shard] for path in MESHES_OF[s]],
+        classes=config["classes"],
+        smoothing=config["meshes"]["smoothing_iterations"],
+    shell:
+        "python {params.script} --subjects {params.subjects}"
+        " --segmentations {params.segmentations} --classes {params.classes}"
+        " --outputs {params.meshes} --manifest {output}"
+        " --smoothing-iterations {params.smoothing} > {log} 2>&1"
