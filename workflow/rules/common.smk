@@ -74,8 +74,10 @@ def meshes_manifest(shard):
     return f"results/meshes/{shard}.tsv"
 
 
-def mesh(subject, class_name):
-    return f"results/meshes/{subject}/{class_name}.{config['meshes']['format']}"
+def meshes_of(subject):
+    """A subject's mesh files, one per class."""
+    fmt = config["meshes"]["format"]
+    return [f"results/meshes/{subject}/{c}.{fmt}" for c in config["classes"]]
 
 
 def script(name):
@@ -225,7 +227,7 @@ def incomplete_meshes_marker(wildcards):
     return incomplete_marker(
         meshes_manifest(wildcards.shard),
         f"results/meshes/.incomplete/{wildcards.shard}",
-        [path for s in SHARD_OF[wildcards.shard] for path in MESHES_OF[s]],
+        [path for s in SHARD_OF[wildcards.shard] for path in meshes_of(s)],
     )
 
 

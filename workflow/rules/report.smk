@@ -7,7 +7,6 @@ from cohortseg.io import read_json
 report: "../report/workflow.rst"
 
 
-SEGMENTED = [s for members in SHARD_OF.values() for s in members]
 SPLITS = config["inference"]["splits"]
 SKIPPED = {
     "split not in inference.splits": sum(s.split not in SPLITS for s in SUBJECTS),
@@ -15,7 +14,6 @@ SKIPPED = {
         s.split in SPLITS and s.subject in EXCLUDED for s in SUBJECTS
     ),
 }
-MESHES_OF = {s: [mesh(s, c) for c in config["classes"]] for s in SEGMENTED}
 MESHES = (
     [meshes_manifest(shard) for shard in SHARD_IDS]
     if config["meshes"]["enabled"]
@@ -245,7 +243,7 @@ rule meshes:
         script=script("meshes.py"),
         subjects=lambda w: SHARD_OF[w.shard],
         segmentations=lambda w: [segmentation(s) for s in SHARD_OF[w.shard]],
-        meshes=lambda w: [path for s in SHARD_OF[w.shard] for path in MESHES_OF[s]],
+        meshes=lambda w: [path for s in SHARD_OF[w.shard] for path in meshes_of(s)],
         classes=config["classes"],
         smoothing=config["meshes"]["smoothing_iterations"],
     shell:
