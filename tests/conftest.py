@@ -14,8 +14,7 @@ from cohortseg.plan import plan_hash
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def small_plan() -> dict:
+def make_small_plan() -> dict:
     """A plan for 2 mm isotropic volumes of about 32³ voxels and a 3-level network."""
     plan = {
         "target_spacing_mm": [2.0, 2.0, 2.0],
@@ -36,18 +35,29 @@ def small_plan() -> dict:
     return plan
 
 
-@pytest.fixture
-def phantom_files(tmp_path: Path) -> list[tuple[str, str, str]]:
-    """Three small demo subjects on disk: (subject, image path, label path)."""
+def write_phantoms(directory: Path) -> list[tuple[str, str, str]]:
+    """Three small demo subjects written to ``directory``: (subject, image path, label path)."""
     out = []
     for k in range(3):
         image, label, affine = demo_phantom([32, 30, 20], [2.0, 2.0, 3.0], seed=100 + k)
         sid = f"sub-{k:02d}"
-        ipath, lpath = tmp_path / f"{sid}_image.nii.gz", tmp_path / f"{sid}_label.nii.gz"
+        ipath, lpath = directory / f"{sid}_image.nii.gz", directory / f"{sid}_label.nii.gz"
         save_nifti(ipath, image, affine)
         save_nifti(lpath, label, affine)
         out.append((sid, str(ipath), str(lpath)))
     return out
+
+
+@pytest.fixture
+def small_plan() -> dict:
+    """A plan for 2 mm isotropic volumes of about 32³ voxels and a 3-level network."""
+    return make_small_plan()
+
+
+@pytest.fixture
+def phantom_files(tmp_path: Path) -> list[tuple[str, str, str]]:
+    """Three small demo subjects on disk: (subject, image path, label path)."""
+    return write_phantoms(tmp_path)
 
 
 def dice(a: np.ndarray, b: np.ndarray, c: int) -> float:

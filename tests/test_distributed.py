@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_small_plan, write_phantoms
 from test_train import make_inputs
 
-from cohortseg.cohort import demo_phantom
 from cohortseg.distributed import first_host, init, slurm_rendezvous
 from cohortseg.errors import CohortsegError
-from cohortseg.io import read_tsv, save_nifti, write_json
-from cohortseg.plan import plan_hash
+from cohortseg.io import read_tsv, write_json
 from cohortseg.train import EXIT_INTERRUPTED, weights_digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,30 +84,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 def inputs(tmp_path_factory) -> dict:
     """Three small subjects' patch stores (4 patches each), one validation subject, a plan."""
     tmp = tmp_path_factory.mktemp("inputs")
-    plan = {
-        "target_spacing_mm": [2.0, 2.0, 2.0],
-        "patch_size": [24, 24, 24],
-        "normalization": "zscore",
-        "crop": True,
-        "crop_margin": 2,
-        "intensity": {
-            "mean": 500.0,
-            "std": 300.0,
-            "percentile_00_5": 50.0,
-            "percentile_50_0": 600.0,
-            "percentile_99_5": 1100.0,
-        },
-        "classes": ["organ", "shell", "tube"],
-    }
-    plan["hash"] = plan_hash(plan)
-    files = []
-    for k in range(3):
-        image, label, affine = demo_phantom([32, 30, 20], [2.0, 2.0, 3.0], seed=100 + k)
-        sid = f"sub-{k:02d}"
-        ipath, lpath = tmp / f"{sid}_image.nii.gz", tmp / f"{sid}_label.nii.gz"
-        save_nifti(ipath, image, affine)
-        save_nifti(lpath, label, affine)
-        files.append((sid, str(ipath), str(lpath)))
+    plan = make_small_plan()
+    files = write_phantoms(tmp)
     stores, val = make_inputs(tmp, files, plan)
     write_json(tmp / "plan.json", plan)
     return {"plan": str(tmp / "plan.json"), "stores": stores, "val": [vars(v) for v in val]}
