@@ -381,9 +381,8 @@ def main() -> None:
             predict_probabilities(
                 timed,
                 torch.zeros((1, *plan["patch_size"]), device=device),
-                plan["patch_size"],
-                overlap,
-                sw_batch_size,
+                plan,
+                {"overlap": overlap, "sw_batch_size": sw_batch_size},
             )
 
         files = [s.image for s in subjects]

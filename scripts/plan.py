@@ -2,7 +2,7 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
+from cohortseg.cli import add_subjects_argument, json_arg, run
 from cohortseg.cohort import Subject
 from cohortseg.io import write_json
 from cohortseg.plan import fingerprint, make_plan
@@ -10,12 +10,7 @@ from cohortseg.plan import fingerprint, make_plan
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--subjects",
-        type=json_arg,
-        required=True,
-        help='JSON list of {"subject", "image", "label"}',
-    )
+    add_subjects_argument(parser, '"subject", "image", "label"')
     parser.add_argument(
         "--config",
         type=json_arg,

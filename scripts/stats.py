@@ -2,19 +2,14 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
+from cohortseg.cli import add_subjects_argument, run
 from cohortseg.io import write_tsv
 from cohortseg.stats import stats_columns, subject_statistics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--subjects",
-        type=json_arg,
-        required=True,
-        help='JSON list of {"subject", "split", "segmentation", "image"}',
-    )
+    add_subjects_argument(parser, '"subject", "split", "segmentation", "image"')
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--output", required=True, help="TSV, one row per subject")
     args = parser.parse_args()

@@ -2,19 +2,14 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
+from cohortseg.cli import add_subjects_argument, json_arg, run
 from cohortseg.cohort import Subject
 from cohortseg.validate import validate_subjects, write_problems
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--subjects",
-        type=json_arg,
-        required=True,
-        help='JSON list of {"subject", "image", "label", "split"}',
-    )
+    add_subjects_argument(parser, '"subject", "image", "label", "split"')
     parser.add_argument("--validation", type=json_arg, required=True, help="validation config")
     parser.add_argument("--n-classes", type=int, required=True, help="classes incl. background")
     parser.add_argument("--output", required=True, help="TSV of problems")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -29,3 +30,8 @@ def run(main: Callable[[], None]) -> None:
 def json_arg(text: str) -> object:
     """argparse type: a JSON value given on the command line."""
     return json.loads(text)
+
+
+def add_subjects_argument(parser: argparse.ArgumentParser, keys: str) -> None:
+    """Add ``--subjects``: a JSON list of one object per subject with ``keys`` (for the help)."""
+    parser.add_argument("--subjects", type=json_arg, required=True, help=f"JSON list of {{{keys}}}")

@@ -59,22 +59,20 @@ def load_model(checkpoint: str, device: torch.device) -> tuple[torch.nn.Module, 
 
 @torch.no_grad()
 def predict_probabilities(
-    net: torch.nn.Module,
-    image: torch.Tensor,
-    patch_size: Sequence[int],
-    overlap: float,
-    sw_batch_size: int,
+    net: torch.nn.Module, image: torch.Tensor, plan: Mapping, inference: Mapping
 ) -> torch.Tensor:
     """Class probabilities of a (1, X, Y, Z) preprocessed image by sliding-window inference
-    with Gaussian blending; bf16 autocast on CUDA. Returns (C, X, Y, Z) float32."""
+    over windows of the plan's ``patch_size`` (``inference.overlap``,
+    ``inference.sw_batch_size``) with Gaussian blending; bf16 autocast on CUDA. Returns
+    (C, X, Y, Z) float32."""
     device = image.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = sliding_window_inference(
             image[None],
-            roi_size=tuple(patch_size),
-            sw_batch_size=sw_batch_size,
+            roi_size=tuple(plan["patch_size"]),
+            sw_batch_size=int(inference["sw_batch_size"]),
             predictor=net,
-            overlap=overlap,
+            overlap=float(inference["overlap"]),
             mode="gaussian",
         )
     return torch.softmax(logits[0].float(), dim=0)
@@ -91,9 +89,7 @@ def segment(
     """Segment one native (X, Y, Z) image; returns a uint8 label map of the same shape (and,
     implicitly, the same affine)."""
     image, geometry = prepare_image(data, affine, plan, device)
-    probs = predict_probabilities(
-        net, image, plan["patch_size"], float(inference["overlap"]), int(inference["sw_batch_size"])
-    )
+    probs = predict_probabilities(net, image, plan, inference)
     return restore_labels(probs, geometry)
 
 
@@ -153,13 +149,7 @@ def segment_canonical(
     Returns the (X, Y, Z) uint8 labels in RAS voxel order (on the host) and the geometry.
     """
     tensor, geometry = prepare_canonical(image, plan, device)
-    probs = predict_probabilities(
-        net,
-        tensor,
-        plan["patch_size"],
-        float(inference["overlap"]),
-        int(inference["sw_batch_size"]),
-    )
+    probs = predict_probabilities(net, tensor, plan, inference)
     del tensor
     labels = restore_canonical_labels(probs, geometry)
     return labels.cpu().numpy(), geometry

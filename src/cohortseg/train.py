@@ -256,13 +256,7 @@ def validate(
         image, affine = load_nifti(s.image, s.subject)
         label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
         tensor = torch.as_tensor(image, device=device)[None]
-        probs = predict_probabilities(
-            net,
-            tensor,
-            plan["patch_size"],
-            float(inference["overlap"]),
-            int(inference["sw_batch_size"]),
-        )
+        probs = predict_probabilities(net, tensor, plan, inference)
         pred = torch.argmax(probs, 0).to(torch.uint8).cpu().numpy()
         dice, _ = dice_hd95(pred, label, affine, n_classes)
         scores.append(dice)

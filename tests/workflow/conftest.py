@@ -12,8 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``snakemake -s REPO/Snakefile -d workdir ARGS`` with this interpreter's environment."""
+def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """``snakemake -s REPO/Snakefile -d workdir ARGS`` and the environment to run it in (this
+    interpreter's bin directory first on the PATH)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [
@@ -24,6 +25,12 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         str(workdir),
         *args,
     ]
+    return cmd, env
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``snakemake -s REPO/Snakefile -d workdir ARGS`` with this interpreter's environment."""
+    cmd, env = snakemake_command(workdir, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(

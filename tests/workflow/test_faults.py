@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 
 from cohortseg.cohort import demo_subjects
 from cohortseg.patches import check_store
-from tests.workflow.conftest import REPO, job_counts, snakemake
+from tests.workflow.conftest import REPO, job_counts, snakemake, snakemake_command
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SUBJECTS = demo_subjects(CONFIG["demo"])
@@ -44,16 +43,7 @@ def test_a_killed_inference_shard_is_redone_and_nothing_else(finished):
     done = {s.subject: segmentation(finished, s.subject).stat().st_mtime_ns for s in others}
     for s in second:  # shard 1 is lost; kill its rerun half-way
         segmentation(finished, s.subject).unlink()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [
-        str(Path(sys.executable).parent / "snakemake"),
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(finished),
-        "--cores",
-        "1",
-    ]
+    cmd, env = snakemake_command(finished, "--cores", "1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not segmentation(finished, second[0].subject).exists():
