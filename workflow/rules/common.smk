@@ -179,38 +179,39 @@ def made_by_rules(paths):
     return list(paths) if config["samples"] == "demo" else []
 
 
-def damaged_store_marker(wildcards):
-    """An extra input of `patches` that makes a damaged patch store be rebuilt.
+def rerun_marker(marker, reason):
+    """An extra input that makes a job run again when its output is there but not sound.
 
-    When results/patches/{subject}.h5 exists but fails a cheap integrity check, a marker file
-    newer than it is written, so Snakemake sees the store as outdated. Once written, the marker
-    stays an input (older than the rebuilt store), so the set of inputs does not change again.
+    With a ``reason`` (text), ``marker`` is written with it, newer than the job's output, so
+    Snakemake sees the job as outdated. Once written, the marker stays an input (older than the
+    new output), so the set of inputs does not change again. Returns ``[marker]`` if it exists,
+    else []. Markers are written while the DAG is built, so a dry run writes them too.
     """
-    store = f"results/patches/{wildcards.subject}.h5"
-    marker = f"results/patches/.damaged/{wildcards.subject}"
-    if os.path.exists(store) and check_store(store) is not None:
+    if reason:
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with open(marker, "w") as handle:
-            handle.write(f"{check_store(store)}\n")
+            handle.write(reason)
     return [marker] if os.path.exists(marker) else []
+
+
+def damaged_store_marker(wildcards):
+    """`patches`: a store that fails a cheap integrity check is rebuilt."""
+    store = f"results/patches/{wildcards.subject}.h5"
+    problem = check_store(store) if os.path.exists(store) else None
+    return rerun_marker(
+        f"results/patches/.damaged/{wildcards.subject}",
+        f"{problem}\n" if problem else "",
+    )
 
 
 def incomplete_marker(manifest, marker, expected):
-    """An extra input of a shard job whose per-subject files are not declared outputs (its
-    manifest is, so that every shard is a job of one rule): ``[marker]`` once needed, else [].
-
-    When ``manifest`` exists but one of the ``expected`` files does not, ``marker`` is written
-    (listing them), newer than the manifest, so Snakemake sees the shard as outdated and runs
-    it again; once written, the marker stays an input (older than the new manifest), so the set
-    of inputs does not change again.
-    """
+    """`rerun_marker` for a shard job whose per-subject files are not declared outputs (its
+    manifest is, so that every shard is a job of one rule): when ``manifest`` exists but some
+    ``expected`` files do not, the marker lists them and the shard runs again."""
+    missing = []
     if os.path.exists(manifest):
         missing = [path for path in expected if not os.path.exists(path)]
-        if missing:
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-            with open(marker, "w") as handle:
-                handle.write("".join(f"{path}\n" for path in missing))
-    return [marker] if os.path.exists(marker) else []
+    return rerun_marker(marker, "".join(f"{path}\n" for path in missing))
 
 
 def incomplete_shard_marker(wildcards):
