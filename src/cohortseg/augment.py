@@ -59,19 +59,20 @@ def spatial_transform(
     neighbour, and what comes from outside the patch is 0 (background). ``image`` and ``label``
     are (C, X, Y, Z)."""
     shape = image.shape[1:]
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
     # affine_grid works in coordinates normalised per axis to [-1, 1], listed as (Z, Y, X):
     # conjugate the voxel-space transform with the half sizes so that rotations stay rigid
     half = torch.tensor([n / 2 for n in reversed(shape)], dtype=torch.float64)
     matrix = torch.diag(1 / half) @ (rotation_matrix(angles_rad) / scale) @ torch.diag(half)
     theta = torch.cat([matrix, torch.zeros(3, 1, dtype=torch.float64)], dim=1)
     grid = F.affine_grid(
-        theta[None].to(image.device, torch.float32), [1, 1, *shape], align_corners=False
+        theta[None].to(image.device, dtype), [1, 1, *shape], align_corners=False
     )
     moved = F.grid_sample(
-        image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        image[None].to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
     moved_label = F.grid_sample(
-        label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        label[None].to(dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
     )
     return moved[0].to(image.dtype), moved_label[0].to(label.dtype)
 

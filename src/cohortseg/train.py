@@ -59,12 +59,17 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "lr_scaling": "none",
     "checkpoint_every": None,
     "activation_checkpointing": False,
+    "precision": "float32",
     "device": "auto",
     "augmentation": AUGMENTATION_DEFAULTS,
 }
 
 #: ``training`` keys that may change between an interrupted run and its resumption.
 RESUME_IGNORES = ("num_workers", "checkpoint_every", "backend", "device", "launcher", "ranks")
+
+
+#: ``training.precision`` → the dtype of weights, activations and gradients.
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 
 class TrainingInterrupted(Exception):
@@ -230,10 +235,12 @@ def train_step(
 ) -> torch.Tensor:
     """One optimisation step on a batch already on the device: forward (bf16 autocast on
     CUDA), loss, backward (gradients averaged over ranks by the wrapped model or optimizer)
-    and update. Returns the detached loss."""
+    and update; float64 batches (``training.precision``) run without autocast. Returns the
+    detached loss."""
     device = image.device
+    autocast = device.type == "cuda" and image.dtype == torch.float32
     optimizer.zero_grad()  # sets gradients to None (Horovod's optimizer takes no arguments)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         loss = loss_fn(model(image), label)
     loss.backward()
     optimizer.step()
@@ -250,12 +257,13 @@ def validate(
 ) -> list[float]:
     """Mean Dice per foreground class over the validation subjects (on the plan's grid)."""
     n_classes = len(plan["classes"]) + 1
+    dtype = next(net.parameters()).dtype
     net.eval()
     scores = []
     for s in subjects:
         image, affine = load_nifti(s.image, s.subject)
         label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
-        tensor = torch.as_tensor(image, device=device)[None]
+        tensor = torch.as_tensor(image, device=device, dtype=dtype)[None]
         probs = predict_probabilities(net, tensor, plan, inference)
         pred = torch.argmax(probs, 0).to(torch.uint8).cpu().numpy()
         dice, _ = dice_hd95(pred, label, affine, n_classes)
@@ -459,7 +467,8 @@ def _train(
         pin_memory=device.type == "cuda",
         worker_init_fn=_ignore_stop_signals,
     )
-    net = build_network(config["model"], len(classes) + 1).to(device)
+    dtype = PRECISIONS[str(cfg["precision"])]
+    net = build_network(config["model"], len(classes) + 1).to(device=device, dtype=dtype)
     if cfg["activation_checkpointing"]:
         checkpoint_activations(net)
     base_lr = scaled_learning_rate(float(cfg["learning_rate"]), cfg["lr_scaling"], ctx.world_size)
@@ -577,7 +586,7 @@ def _train(
             disable=not ctx.is_main,
         )
         for step, (image, label) in enumerate(batches, start=progress.step):
-            image = image.to(device, non_blocking=True)
+            image = image.to(device, dtype=dtype, non_blocking=True)
             label = label.to(device, non_blocking=True)
             seeds = sampler.sample_seeds(epoch, step)
             image, label = augment(image, label, seeds, cfg["augmentation"])
