@@ -65,9 +65,7 @@ def spatial_transform(
     half = torch.tensor([n / 2 for n in reversed(shape)], dtype=torch.float64)
     matrix = torch.diag(1 / half) @ (rotation_matrix(angles_rad) / scale) @ torch.diag(half)
     theta = torch.cat([matrix, torch.zeros(3, 1, dtype=torch.float64)], dim=1)
-    grid = F.affine_grid(
-        theta[None].to(image.device, dtype), [1, 1, *shape], align_corners=False
-    )
+    grid = F.affine_grid(theta[None].to(image.device, dtype), [1, 1, *shape], align_corners=False)
     moved = F.grid_sample(
         image[None].to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )

@@ -63,8 +63,8 @@ def predict_probabilities(
 ) -> torch.Tensor:
     """Class probabilities of a (1, X, Y, Z) preprocessed image by sliding-window inference
     over windows of the plan's ``patch_size`` (``inference.overlap``,
-    ``inference.sw_batch_size``) with Gaussian blending; bf16 autocast on CUDA for float32 input. Returns
-    (C, X, Y, Z) float32."""
+    ``inference.sw_batch_size``) with Gaussian blending; bf16 autocast on CUDA for float32
+    input. Returns (C, X, Y, Z) float32."""
     device = image.device
     autocast = device.type == "cuda" and image.dtype == torch.float32
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
