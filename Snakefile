@@ -1,7 +1,7 @@
 # cohortseg: segment a whole cohort of 3D images, from NIfTI to segmentations and metrics.
 from snakemake.utils import min_version, validate
 
-from cohortseg.config import coerce_to_schema, load_schema
+from cohortseg.workflow import coerce_to_schema, load_schema
 
 min_version("9.0")
 
@@ -24,6 +24,8 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/meshes.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -40,4 +42,4 @@ rule all:
         MESHES,
         MAPPING_TARGETS,
         # every inference shard's manifest (it stands for the shard's segmentations)
-        [inference_manifest(shard) for shard in SHARD_IDS],
+        stage_outputs("infer"),

@@ -49,16 +49,11 @@ import torch
 import yaml
 from skimage.filters import threshold_otsu
 
-from cohortseg.cohort import Subject, demo_phantom
-from cohortseg.infer import (
-    ShardItem,
-    load_model,
-    pick_device,
-    predict_probabilities,
-    segment_items,
-)
+from cohortseg.cohort import Subject
+from cohortseg.infer import ShardItem, predict_probabilities, segment_items
 from cohortseg.io import save_nifti
-from cohortseg.models import build_network
+from cohortseg.models import build_network, load_model, pick_device
+from cohortseg.phantoms import demo_phantom
 from cohortseg.plan import fingerprint, make_plan
 from cohortseg.preprocess import prepare_image, prepare_label
 

@@ -4,18 +4,19 @@ Writes a sample sheet of ``--subjects`` subjects (a few hundred ``train``/``val`
 the rest ``infer``; the image and label files are empty placeholders, which a dry run never
 opens) in a temporary directory, then times
 
-    snakemake -s REPO/Snakefile -d TMPDIR -n --config samples=SHEET inference="{shard_size: K}"
+    snakemake -s REPO/Snakefile -d TMPDIR -n --config samples=SHEET shard_size=K
 
 with this interpreter's Snakemake. It prints one ``name: value unit`` line per figure: wall
 time, CPU time and peak RSS of the Snakemake process tree, the jobs per rule from Snakemake's
 "Job stats" table, and whether the number of ``infer`` jobs equals ceil(N / shard_size) (every
-split is segmented by default). Unless ``--no-baseline`` is given, the same command is first
+split is segmented by default; ``shard_size`` is ``auto`` by default, as in config.yaml).
+Unless ``--no-baseline`` is given, the same command is first
 timed on the labelled subjects plus one shard, so the fixed start-up cost (imports, executor
 plugins) can be told apart from the cost of planning N subjects. ``slurm_probe_wall`` is how long
 ``scontrol show config`` takes here: the slurm executor plugin runs it at every start and, with
 SLURM tools installed but no slurmctld reachable, waits out its 10 s time-out.
 
-    python benchmarks/plan_scale.py                      # 50,000 subjects, shard_size 100
+    python benchmarks/plan_scale.py                      # 50,000 subjects, shard_size auto
     python benchmarks/plan_scale.py --subjects 10000 --shard-size 50
     python benchmarks/plan_scale.py --profile plan.prof  # cProfile of Snakemake's main
     python benchmarks/plan_scale.py --snakemake-args "-q rules"  # without the per-job listing
@@ -40,6 +41,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cohortseg.workflow import resolve_shard_size
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_WALL_S = 30
@@ -86,7 +89,7 @@ def write_cohort(root: Path, n_subjects: int, n_train: int, n_val: int) -> Path:
 def run_dry(
     workdir: Path,
     sheet: Path,
-    shard_size: int,
+    shard_size: int | str,
     timeout_s: float,
     profile: Path | None = None,
     extra: Sequence[str] = (),
@@ -106,7 +109,7 @@ def run_dry(
         "-n",
         "--config",
         f"samples={sheet}",
-        f"inference={{shard_size: {shard_size}}}",
+        f"shard_size={shard_size}",
         *extra,
     ]
     env = dict(os.environ)
@@ -197,7 +200,9 @@ def print_profile(path: Path, top: int) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", type=int, default=50_000, help="cohort size N")
-    parser.add_argument("--shard-size", type=int, default=100, help="inference.shard_size")
+    parser.add_argument(
+        "--shard-size", default="auto", help="shard_size: a number or auto (the default)"
+    )
     parser.add_argument("--train", type=int, default=240, help="labelled train subjects")
     parser.add_argument("--val", type=int, default=60, help="labelled val subjects")
     parser.add_argument("--no-baseline", action="store_true", help="skip the start-up run")
@@ -212,7 +217,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.snakemake_args = shlex.split(args.snakemake_args)
-    if args.subjects <= args.train + args.val or args.shard_size < 1:
+    if args.shard_size != "auto":
+        args.shard_size = int(args.shard_size)
+    if args.subjects <= args.train + args.val or (
+        args.shard_size != "auto" and args.shard_size < 1
+    ):
         parser.error("need --subjects > --train + --val and --shard-size >= 1")
     return args
 
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print_figure("slurm_probe_wall", f"{probe:.2f}", "s")
 
         if not args.no_baseline:
-            n_small = labelled + args.shard_size
+            n_small = labelled + resolve_shard_size(args.shard_size, args.subjects)
             (tmp / "baseline").mkdir()
             sheet = write_cohort(tmp / "baseline", n_small, args.train, args.val)
             base = run_dry(
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             print_figure("wall_minus_baseline", f"{run.wall_s - base.wall_s:.2f}", "s")
         print_figure("output_lines", len(run.output.splitlines()), "lines")
         # Every split is segmented by default (inference.splits), so all N subjects are sharded.
-        expected = math.ceil(args.subjects / args.shard_size)
+        expected = math.ceil(args.subjects / resolve_shard_size(args.shard_size, args.subjects))
         match = report_jobs(job_stats(run.output), expected)
         within = run.wall_s <= TARGET_WALL_S and run.peak_rss_kib <= TARGET_RSS_MIB * 1024
         print_figure("target_wall", TARGET_WALL_S, "s")

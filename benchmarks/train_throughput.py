@@ -28,16 +28,11 @@ import yaml
 from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 
-from cohortseg.infer import pick_device
-from cohortseg.models import build_network
+from cohortseg.augment import augment
+from cohortseg.models import build_network, pick_device
 from cohortseg.patches import PatchDataset, write_store
-from cohortseg.train import (
-    EpochBatchSampler,
-    augment,
-    checkpoint_activations,
-    seed_everything,
-    train_step,
-)
+from cohortseg.sampling import EpochBatchSampler, seed_everything
+from cohortseg.train import checkpoint_activations, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 4  # background and the demo's three classes
@@ -193,7 +188,7 @@ def main() -> None:
                 start = time.perf_counter()
             img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
             seeds = sampler.sample_seeds(1, step)
-            img, lab = augment(img, lab, seeds, config["training"].get("augmentation"))
+            img, lab = augment(img, lab, seeds, config["training"]["augmentation"])
             if first is None:
                 first = (img.clone(), lab.clone())
             train_step(net, optimizer, loss_fn, img, lab).item()

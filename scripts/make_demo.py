@@ -3,7 +3,8 @@
 import argparse
 
 from cohortseg.cli import json_arg, run
-from cohortseg.cohort import Subject, write_demo_subject
+from cohortseg.cohort import Subject
+from cohortseg.phantoms import write_demo_subject
 
 
 def main() -> None:

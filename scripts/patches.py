@@ -1,4 +1,5 @@
-"""Sample patches from one preprocessed subject into its HDF5 patch store."""
+"""Sample patches from one shard of preprocessed training subjects into one HDF5 patch store
+per subject, then write the shard's manifest."""
 
 import argparse
 import zlib
@@ -6,38 +7,54 @@ import zlib
 import numpy as np
 
 from cohortseg.cli import json_arg, run
-from cohortseg.io import load_nifti, read_json
+from cohortseg.cohort import Subject
+from cohortseg.geometry import spacing_of
+from cohortseg.io import load_nifti, read_json, read_tsv, write_manifest
 from cohortseg.patches import write_store
-from cohortseg.preprocess import spacing_of
+from cohortseg.shardjob import for_each_subject
+from cohortseg.workflow import patch_store_path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--subject", required=True)
-    parser.add_argument("--image", required=True, help="preprocessed image NIfTI")
-    parser.add_argument("--label", required=True, help="preprocessed label NIfTI")
+    parser.add_argument("--preprocessed", required=True, help="the shard's preprocessing manifest")
     parser.add_argument("--plan", required=True)
     parser.add_argument("--patches", type=json_arg, required=True, help="patches config, JSON")
-    parser.add_argument("--output", required=True, help="HDF5 store")
+    parser.add_argument("--manifest", required=True, help="the shard's manifest (TSV) to write")
     args = parser.parse_args()
-    cfg = args.patches
-    image, affine = load_nifti(args.image, args.subject)
-    label, _ = load_nifti(args.label, args.subject, dtype=np.uint8)
-    write_store(
-        args.output,
-        args.subject,
-        image,
-        label,
-        affine,
-        spacing_of(affine).tolist(),
-        read_json(args.plan),
-        n_patches=int(cfg["per_subject"]),
-        foreground_fraction=float(cfg["foreground_fraction"]),
-        compression=cfg["compression"],
-        compression_level=int(cfg["compression_level"]),
-        # a per-subject seed that does not depend on the subject's position in the cohort
-        seed=int(cfg["seed"]) * 2**32 + zlib.crc32(args.subject.encode()),
-    )
+    cfg, plan = args.patches, read_json(args.plan)
+    # the preprocessing manifest lists what was preprocessed (invalid subjects left out)
+    subjects = [
+        Subject(r["subject"], r["image"], r["label"], r["split"])
+        for r in read_tsv(args.preprocessed)
+        if r["split"] == "train"
+    ]
+
+    def extract(s: Subject) -> dict[str, str]:
+        image, affine = load_nifti(s.image, s.subject)
+        label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
+        store = patch_store_path(s.subject)
+        write_store(
+            store,
+            s.subject,
+            image,
+            label,
+            affine,
+            spacing_of(affine).tolist(),
+            plan,
+            n_patches=int(cfg["per_subject"]),
+            foreground_fraction=float(cfg["foreground_fraction"]),
+            compression=cfg["compression"],
+            compression_level=int(cfg["compression_level"]),
+            # a per-subject seed that does not depend on the subject's position in the cohort
+            seed=int(cfg["seed"]) * 2**32 + zlib.crc32(s.subject.encode()),
+        )
+        return {"subject": s.subject, "store": store}
+
+    stored = for_each_subject(subjects, extract)
+    # with each store's SHA-256: a store whose content changed changes the manifest, which is
+    # what tells Snakemake (it compares the checksums of small inputs) to train again
+    write_manifest(args.manifest, stored, ["subject", "store"], "store")
 
 
 if __name__ == "__main__":

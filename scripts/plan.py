@@ -1,16 +1,18 @@
 """Fingerprint the training subjects and write the preprocessing plan."""
 
 import argparse
+import logging
 
-from cohortseg.cli import add_subjects_argument, json_arg, run
-from cohortseg.cohort import Subject
+from cohortseg.cli import json_arg, run
 from cohortseg.io import write_json
 from cohortseg.plan import fingerprint, make_plan
+from cohortseg.workflow import excluded_subjects, workflow_cohort
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    add_subjects_argument(parser, '"subject", "image", "label"')
+    parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
+    parser.add_argument("--invalid", required=True, help="results/qc/invalid_subjects.tsv")
     parser.add_argument(
         "--config",
         type=json_arg,
@@ -20,7 +22,10 @@ def main() -> None:
     parser.add_argument("--fingerprint", required=True, help="output JSON")
     parser.add_argument("--plan", required=True, help="output JSON")
     args = parser.parse_args()
-    subjects = [Subject(s["subject"], s["image"], s["label"], "train") for s in args.subjects]
+    invalid = excluded_subjects(args.invalid, args.cohort["validation"]["on_invalid"])
+    cohort = workflow_cohort(args.cohort)
+    subjects = [s for s in cohort.subjects if s.split == "train" and s.subject not in invalid]
+    logging.getLogger("cohortseg").info("plan from %d training subject(s)", len(subjects))
     fp = fingerprint(subjects)
     write_json(args.fingerprint, fp)
     write_json(args.plan, make_plan(fp, args.config))

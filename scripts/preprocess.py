@@ -1,33 +1,50 @@
-"""Preprocess one labelled subject onto the plan's grid (image, label and geometry)."""
+"""Preprocess one shard of labelled subjects onto the plan's grid (image, label and geometry
+per subject), then write the shard's manifest."""
 
 import argparse
 
 import numpy as np
 
-from cohortseg.cli import run
-from cohortseg.io import load_nifti, read_json, save_nifti, write_json
-from cohortseg.preprocess import prepare_image, prepare_label
+from cohortseg.cli import add_shard_arguments, run, shard_subjects
+from cohortseg.cohort import Subject
+from cohortseg.io import read_json, save_nifti, sha256_file, write_json, write_tsv
+from cohortseg.preprocess import prepare_subject
+from cohortseg.shardjob import for_each_subject
+from cohortseg.workflow import preprocessed_paths
+
+# with the SHA-256 of the files: a subject whose preprocessed data changed changes the manifest,
+# which is what tells Snakemake (it compares the checksums of small inputs) to redo what follows
+COLUMNS = ["subject", "split", "image", "label", "geometry", "image_sha256", "label_sha256"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--subject", required=True)
-    parser.add_argument("--image", required=True)
-    parser.add_argument("--label", required=True)
+    add_shard_arguments(parser)
     parser.add_argument("--plan", required=True)
-    parser.add_argument("--out-image", required=True)
-    parser.add_argument("--out-label", required=True)
-    parser.add_argument("--out-geometry", required=True)
+    parser.add_argument("--manifest", required=True, help="the shard's manifest (TSV) to write")
+    parser.add_argument(
+        "--affine-tolerance-mm",
+        type=float,
+        required=True,
+        help="validation.affine_tolerance_mm: how far (mm) the label may lie off the image's grid",
+    )
     args = parser.parse_args()
     plan = read_json(args.plan)
-    data, affine = load_nifti(args.image, args.subject)
-    label, _ = load_nifti(args.label, args.subject, dtype=np.uint8)
-    image, geometry = prepare_image(data, affine, plan)
-    grid_label = prepare_label(label, geometry)
-    grid_affine = np.asarray(geometry.affine)
-    save_nifti(args.out_image, image[0].numpy(), grid_affine, dtype=np.float32)
-    save_nifti(args.out_label, grid_label[0].numpy(), grid_affine, dtype=np.uint8)
-    write_json(args.out_geometry, geometry.to_dict())
+
+    def preprocess(s: Subject) -> dict[str, str]:
+        image, label, geometry = prepare_subject(
+            s.subject, s.image, s.label, plan, args.affine_tolerance_mm
+        )
+        paths = preprocessed_paths(s.subject)
+        grid_affine = np.asarray(geometry.affine)
+        save_nifti(paths["image"], image[0].numpy(), grid_affine, dtype=np.float32)
+        save_nifti(paths["label"], label[0].numpy(), grid_affine, dtype=np.uint8)
+        write_json(paths["geometry"], geometry.to_dict())
+        hashes = {f"{k}_sha256": sha256_file(paths[k]) for k in ("image", "label")}
+        return {"subject": s.subject, "split": s.split, **paths, **hashes}
+
+    rows = for_each_subject(shard_subjects(args, "preprocess"), preprocess)
+    write_tsv(args.manifest, rows, COLUMNS)
 
 
 if __name__ == "__main__":

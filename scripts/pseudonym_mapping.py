@@ -4,14 +4,19 @@ import argparse
 
 from cohortseg.cli import json_arg, run
 from cohortseg.io import write_tsv
+from cohortseg.workflow import workflow_cohort
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pairs", type=json_arg, required=True, help="JSON [[subject, pseudonym]]")
+    parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
-    rows = [{"subject": a, "pseudonym": b} for a, b in args.pairs]
+    cohort = workflow_cohort(args.cohort)
+    rows = [
+        {"subject": a.subject, "pseudonym": b.subject}
+        for a, b in zip(cohort.sheet_subjects, cohort.subjects, strict=True)
+    ]
     write_tsv(args.output, rows, ["subject", "pseudonym"])
 
 

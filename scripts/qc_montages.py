@@ -6,7 +6,8 @@ from pathlib import Path
 
 from cohortseg.cli import json_arg, run
 from cohortseg.io import read_tsv, write_json
-from cohortseg.report import cohort_images, select_qc_subjects, write_qc_montages
+from cohortseg.qc import select_qc_subjects, write_qc_montages
+from cohortseg.workflow import workflow_cohort
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
         "--cohort",
         type=json_arg,
         required=True,
-        help="config keys samples, demo and privacy (JSON): where the images are",
+        help="cohort config (JSON): where the images are",
     )
     parser.add_argument("--out-dir", required=True, help="{subject}.png and selection.json")
     args = parser.parse_args()
@@ -36,7 +37,8 @@ def main() -> None:
     )
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_qc_montages(selection, stats, cohort_images(args.cohort), args.classes, out)
+    images = {s.subject: s.image for s in workflow_cohort(args.cohort).subjects}
+    write_qc_montages(selection, stats, images, args.classes, out)
     write_json(
         out / "selection.json",
         {s["subject"]: {"split": s["split"], "why": s["why"]} for s in selection},

@@ -1,21 +1,31 @@
-"""Per-subject statistics of one shard of segmentations: volume, surface, components, box."""
+"""Per-subject statistics of one inference shard's segmentations: volume, surface, components,
+world box."""
 
 import argparse
 
-from cohortseg.cli import add_subjects_argument, run
-from cohortseg.io import write_tsv
+from cohortseg.cli import add_shard_arguments, run
+from cohortseg.io import read_tsv, write_tsv
 from cohortseg.stats import stats_columns, subject_statistics
+from cohortseg.workflow import workflow_cohort
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    add_subjects_argument(parser, '"subject", "split", "segmentation", "image"')
+    add_shard_arguments(parser)
+    parser.add_argument("--segmented", required=True, help="the shard's inference manifest")
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--output", required=True, help="TSV, one row per subject")
     args = parser.parse_args()
+    by_id = workflow_cohort(args.cohort).by_id
     rows = [
-        subject_statistics(s["subject"], s["split"], s["segmentation"], s["image"], args.classes)
-        for s in args.subjects
+        subject_statistics(
+            row["subject"],
+            by_id[row["subject"]].split,
+            row["segmentation"],
+            by_id[row["subject"]].image,
+            args.classes,
+        )
+        for row in read_tsv(args.segmented)
     ]
     write_tsv(args.output, rows, stats_columns(args.classes, with_outliers=False))
 

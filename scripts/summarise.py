@@ -2,21 +2,22 @@
 
 import argparse
 
-from cohortseg.cli import run
+from cohortseg.cli import json_arg, run
 from cohortseg.io import read_tsv, write_json, write_tsv
 from cohortseg.metrics import metric_columns, summarise
 from cohortseg.validate import read_problems
+from cohortseg.workflow import stage_outputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shards", nargs="+", required=True, help="per-shard metric TSVs")
+    parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--metrics", required=True, help="output TSV")
     parser.add_argument("--summary", required=True, help="output JSON")
     parser.add_argument("--invalid", required=True, help="results/qc/invalid_subjects.tsv")
     args = parser.parse_args()
-    rows = [row for path in args.shards for row in read_tsv(path)]
+    rows = [row for path in stage_outputs(args.cohort, "evaluate") for row in read_tsv(path)]
     write_tsv(args.metrics, rows, metric_columns(args.classes))
     summary = summarise(rows, args.classes)
     problems = read_problems(args.invalid)

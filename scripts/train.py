@@ -13,9 +13,11 @@ resume).
 import argparse
 import sys
 
+from cohortseg.checkpoint import EXIT_INTERRUPTED, TrainingInterrupted
 from cohortseg.cli import json_arg, run
 from cohortseg.io import read_json
-from cohortseg.train import EXIT_INTERRUPTED, TrainingInterrupted, ValidationSubject, train
+from cohortseg.train import train
+from cohortseg.workflow import read_subjects, training_inputs
 
 
 def main() -> None:
@@ -23,18 +25,24 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--plan", required=True)
-    parser.add_argument("--stores", nargs="+", required=True, help="HDF5 patch stores")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument(
+        "--cohort",
+        type=json_arg,
+        help="cohort config (JSON): stores and validation subjects from the shard manifests",
+    )
+    inputs.add_argument("--stores", nargs="+", help="HDF5 patch stores (with --val)")
     parser.add_argument(
         "--val",
-        type=json_arg,
-        required=True,
-        help='JSON list of preprocessed {"subject", "image", "label"}',
+        help="with --stores: a TSV of preprocessed validation subjects "
+        "(subject, split, image, label), as the preprocessing manifests list them",
     )
     parser.add_argument(
         "--config",
         type=json_arg,
         required=True,
-        help="JSON with the model, training and inference config sections",
+        help="JSON with the model, training and inference config sections, complete "
+        "(as config.yaml and its schema make them)",
     )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument(
@@ -43,12 +51,17 @@ def main() -> None:
         "emptied of it when training has finished",
     )
     args = parser.parse_args()
-    val = [ValidationSubject(v["subject"], v["image"], v["label"]) for v in args.val]
+    if args.cohort is not None:
+        stores, val = training_inputs(args.cohort)
+    elif args.val is None:
+        parser.error("--stores needs --val")
+    else:
+        stores, val = args.stores, read_subjects(args.val)
     try:
         train(
             args.config,
             read_json(args.plan),
-            args.stores,
+            stores,
             val,
             args.out_dir,
             checkpoint_dir=args.checkpoint_dir,

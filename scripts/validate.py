@@ -2,19 +2,18 @@
 
 import argparse
 
-from cohortseg.cli import add_subjects_argument, json_arg, run
-from cohortseg.cohort import Subject
+from cohortseg.cli import add_shard_arguments, json_arg, run, shard_subjects
 from cohortseg.validate import validate_subjects, write_problems
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    add_subjects_argument(parser, '"subject", "image", "label", "split"')
+    add_shard_arguments(parser)
     parser.add_argument("--validation", type=json_arg, required=True, help="validation config")
     parser.add_argument("--n-classes", type=int, required=True, help="classes incl. background")
     parser.add_argument("--output", required=True, help="TSV of problems")
     args = parser.parse_args()
-    subjects = [Subject(**s) for s in args.subjects]
+    subjects = shard_subjects(args, "validate")
     write_problems(args.output, validate_subjects(subjects, args.validation, args.n_classes))
 
 

@@ -12,10 +12,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--table", required=True, help="results/qc/invalid_subjects.tsv")
     parser.add_argument("--on-invalid", choices=("fail", "skip"), required=True)
-    parser.add_argument("--excluded", nargs="*", default=[], help="subjects this run left out")
     parser.add_argument("--ok", required=True, help="marker written when the workflow may go on")
     args = parser.parse_args()
-    message = gate(read_problems(args.table), args.on_invalid, args.excluded)
+    message = gate(read_problems(args.table), args.on_invalid)
     logging.getLogger("cohortseg").info("%s", message)
     write_text(args.ok, message + "\n")
 

@@ -2,16 +2,18 @@
 
 import argparse
 
-from cohortseg.cli import run
+from cohortseg.cli import json_arg, run
 from cohortseg.validate import read_problems, write_problems
+from cohortseg.workflow import stage_outputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shards", nargs="+", required=True, help="per-shard problem TSVs")
+    parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
     parser.add_argument("--output", required=True, help="the joined TSV")
     args = parser.parse_args()
-    write_problems(args.output, [p for path in args.shards for p in read_problems(path)])
+    tables = stage_outputs(args.cohort, "validate")
+    write_problems(args.output, [p for path in tables for p in read_problems(path)])
 
 
 if __name__ == "__main__":

@@ -6,12 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from cohortseg.cohort import demo_phantom
 from cohortseg.io import save_nifti
+from cohortseg.phantoms import demo_phantom
 from cohortseg.plan import plan_hash
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def default_config() -> dict:
+    """The repository's ``config.yaml``, freshly loaded: a deep copy that a test may change.
+
+    Tests build complete config sections from it (the code reads every key directly; defaults
+    live only in ``config.yaml`` and the schema), e.g.
+    ``{**default_config()["training"], "epochs": 2}``.
+    """
+    return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
 def make_small_plan() -> dict:
@@ -64,3 +75,31 @@ def dice(a: np.ndarray, b: np.ndarray, c: int) -> float:
     """Dice of class ``c`` between two label maps."""
     x, y = a == c, b == c
     return 2 * float((x & y).sum()) / max(1, int(x.sum() + y.sum()))
+
+
+REPORT_CLASSES = ["organ", "shell"]
+
+
+def report_cohort(n: int = 20, unusual: dict[str, float] | None = None) -> tuple[list, list]:
+    """Statistics and metrics rows of a synthetic cohort of ``n`` test subjects with classes
+    :data:`REPORT_CLASSES` (volumes flagged like the workflow; ``unusual``: id → organ mL)."""
+    from cohortseg.stats import flag_outliers
+
+    rng = np.random.default_rng(1)
+    stats, metrics = [], []
+    for k in range(n):
+        s = f"sub-{k:03d}"
+        vol = (unusual or {}).get(s, 100 + rng.normal(0, 5))
+        stats.append(
+            {
+                "subject": s,
+                "split": "test",
+                "status": "ok",
+                "volume_ml_organ": vol,
+                "volume_ml_shell": 20 + rng.normal(0, 1),
+            }
+        )
+        metrics.append(
+            {"subject": s, "split": "test", "dice_organ": 0.9 - 0.01 * (k % 7), "dice_shell": 0.85}
+        )
+    return flag_outliers(stats, REPORT_CLASSES, 3.5), metrics

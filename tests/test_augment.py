@@ -7,15 +7,12 @@ import math
 
 import pytest
 import torch
+from conftest import default_config
 
-from cohortseg.augment import (
-    AUGMENTATION_DEFAULTS,
-    augment,
-    gamma_transform,
-    spatial_transform,
-)
+from cohortseg.augment import augment, gamma_transform, spatial_transform
 
-EVERYTHING = {**AUGMENTATION_DEFAULTS, "spatial_probability": 1.0, "gamma_probability": 1.0}
+DEFAULTS = default_config()["training"]["augmentation"]
+EVERYTHING = {**DEFAULTS, "spatial_probability": 1.0, "gamma_probability": 1.0}
 
 
 def batch(n: int = 3, shape=(12, 10, 8)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +29,7 @@ def cube_label(n: int = 16, lo: int = 5, hi: int = 9) -> torch.Tensor:
     return label
 
 
-@pytest.mark.parametrize("settings", [AUGMENTATION_DEFAULTS, EVERYTHING])
+@pytest.mark.parametrize("settings", [DEFAULTS, EVERYTHING])
 def test_augmentation_does_not_depend_on_how_samples_are_batched(settings):
     image, label = batch()
     seeds = [11, 12, 13]
@@ -50,7 +47,7 @@ def test_augmentation_does_not_depend_on_how_samples_are_batched(settings):
 
 def test_without_spatial_transforms_labels_only_flip():
     image, label = batch()
-    settings = {**AUGMENTATION_DEFAULTS, "spatial_probability": 0.0}
+    settings = {**DEFAULTS, "spatial_probability": 0.0}
     _, out = augment(image, label, [1, 2, 3], settings)
     for k in range(3):
         assert sorted(out[k].flatten().tolist()) == sorted(label[k].flatten().tolist())
@@ -58,7 +55,7 @@ def test_without_spatial_transforms_labels_only_flip():
 
 def test_spatial_transforms_happen_at_their_probability():
     image, label = batch(n=1)
-    settings = {**AUGMENTATION_DEFAULTS, "spatial_probability": 0.2}
+    settings = {**DEFAULTS, "spatial_probability": 0.2}
     counts = label.flatten().bincount(minlength=4)
     moved = sum(
         not torch.equal(

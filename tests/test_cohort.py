@@ -1,4 +1,4 @@
-"""Tests for cohortseg.cohort: the sample sheet, the demo cohort, shards and phantoms."""
+"""Tests for cohortseg.cohort: the sample sheet, the demo cohort's subjects, shards."""
 
 from __future__ import annotations
 
@@ -6,20 +6,10 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from cohortseg.cohort import (
-    Subject,
-    demo_phantom,
-    demo_subjects,
-    read_sample_sheet,
-    shards,
-    write_demo_subject,
-)
+from cohortseg.cohort import Subject, demo_subjects, read_sample_sheet, shards
 from cohortseg.errors import CohortsegError
-from cohortseg.io import load_nifti
-from cohortseg.preprocess import spacing_of
 
 HEADER = ("subject", "image", "label", "split")
 
@@ -216,83 +206,3 @@ def test_appending_subjects_leaves_earlier_shards_unchanged():
 def test_shard_size_below_one_is_an_error():
     with pytest.raises(CohortsegError, match="shard_size"):
         shards(["a", "b"], 0)
-
-
-# --------------------------------------------------------------------------------------------
-# demo_phantom
-
-
-SHAPE = (32, 30, 20)
-SPACING = (1.2, 1.2, 3.0)
-
-
-def test_phantom_is_deterministic_for_a_seed():
-    image_a, label_a, affine_a = demo_phantom(SHAPE, SPACING, seed=7)
-    image_b, label_b, affine_b = demo_phantom(SHAPE, SPACING, seed=7)
-
-    np.testing.assert_array_equal(image_a, image_b)
-    np.testing.assert_array_equal(label_a, label_b)
-    np.testing.assert_array_equal(affine_a, affine_b)
-
-
-def test_phantom_types_shape_and_classes():
-    image, label, affine = demo_phantom(SHAPE, SPACING, seed=0)
-
-    assert image.dtype == np.int16 and label.dtype == np.uint8
-    assert image.shape == label.shape == SHAPE
-    assert affine.shape == (4, 4)
-    assert set(np.unique(label)) == {0, 1, 2, 3}
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_phantom_affine_is_oblique_with_spacing_near_the_requested(seed):
-    _, _, affine = demo_phantom(SHAPE, SPACING, seed=seed)
-
-    spacing = spacing_of(affine)
-    np.testing.assert_array_less(np.abs(spacing / SPACING - 1), 0.1 + 1e-9)
-    directions = affine[:3, :3] / spacing
-    off_diagonal = directions - np.diag(np.diag(directions))
-    assert np.abs(off_diagonal).max() > 1e-3
-    np.testing.assert_array_equal(affine[3], [0, 0, 0, 1])
-
-
-def test_different_subjects_get_different_affines():
-    affines = [demo_phantom(SHAPE, SPACING, seed=s)[2] for s in range(4)]
-
-    for i in range(4):
-        for j in range(i + 1, 4):
-            assert not np.allclose(affines[i][:3, :3], affines[j][:3, :3])
-
-
-def test_written_demo_subjects_differ_in_geometry(tmp_path):
-    demo = {"shape": [16, 16, 12], "spacing_mm": [2.0, 2.0, 3.0], "seed": 0}
-    subjects = demo_subjects({"subjects_per_split": {"train": 2}}, root=str(tmp_path))
-
-    for s in subjects:
-        write_demo_subject(s, demo)
-
-    (img1, aff1), (img2, aff2) = (load_nifti(s.image, s.subject) for s in subjects)
-    label1, label_aff1 = load_nifti(subjects[0].label, subjects[0].subject, dtype=np.uint8)
-    assert img1.shape == img2.shape == label1.shape == (16, 16, 12)
-    np.testing.assert_allclose(label_aff1, aff1)
-    assert not np.allclose(aff1, aff2)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_phantom_structures_have_distinct_contrast(seed):
-    image, label, _ = demo_phantom(SHAPE, SPACING, seed=seed)
-
-    means = [float(image[label == c].mean()) for c in (1, 2, 3)]
-
-    gaps = [abs(means[i] - means[j]) for i in range(3) for j in range(i + 1, 3)]
-    assert min(gaps) > 100, means
-
-
-def test_phantom_works_for_a_non_cubic_shape():
-    shape = (40, 24, 14)
-
-    image, label, affine = demo_phantom(shape, (1.0, 1.5, 2.5), seed=3)
-
-    assert image.shape == label.shape == shape
-    assert set(np.unique(label)) == {0, 1, 2, 3}
-    np.testing.assert_array_less(np.abs(spacing_of(affine) / (1.0, 1.5, 2.5) - 1), 0.1 + 1e-9)

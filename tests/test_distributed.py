@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_small_plan, write_phantoms
+from conftest import default_config, make_small_plan, write_phantoms
 from test_train import make_inputs
 
+from cohortseg.checkpoint import EXIT_INTERRUPTED, weights_digest
 from cohortseg.distributed import first_host, init, slurm_rendezvous
 from cohortseg.errors import CohortsegError
-from cohortseg.io import read_tsv, write_json
-from cohortseg.train import EXIT_INTERRUPTED, weights_digest
+from cohortseg.io import read_tsv, write_json, write_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,6 +43,7 @@ CONFIG = {
         "kwargs": {"bias": False},
     },
     "training": {
+        **default_config()["training"],
         "epochs": 3,
         "steps_per_epoch": 16,
         "batch_size": 2,
@@ -91,7 +92,8 @@ def inputs(tmp_path_factory) -> dict:
     files = write_phantoms(tmp)
     stores, val = make_inputs(tmp, files, plan)
     write_json(tmp / "plan.json", plan)
-    return {"plan": str(tmp / "plan.json"), "stores": stores, "val": [vars(v) for v in val]}
+    write_tsv(tmp / "val.tsv", [vars(v) for v in val], ["subject", "split", "image", "label"])
+    return {"plan": str(tmp / "plan.json"), "stores": stores, "val": str(tmp / "val.tsv")}
 
 
 def train_args(inputs: dict, cfg: dict, out: Path) -> list[str]:
@@ -102,7 +104,7 @@ def train_args(inputs: dict, cfg: dict, out: Path) -> list[str]:
         "--stores",
         *inputs["stores"],
         "--val",
-        json.dumps(inputs["val"]),
+        inputs["val"],
         "--config",
         json.dumps(cfg),
         "--out-dir",

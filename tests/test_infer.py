@@ -16,11 +16,12 @@ import torch
 
 import cohortseg.infer as infer
 from cohortseg.errors import CohortsegError
-from cohortseg.infer import ShardItem, check_shard, segment_items, segment_shard
+from cohortseg.infer import ShardItem, segment_items, segment_shard
 from cohortseg.io import read_tsv
 from cohortseg.models import build_network
 from cohortseg.preprocess import CanonicalImage
-from cohortseg.privacy import REDACT_ENV
+from cohortseg.redact import REDACT_ENV
+from cohortseg.shardjob import check_shard
 
 MODEL = {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
@@ -165,7 +166,7 @@ def test_the_manifest_names_every_segmentation_with_its_checksum(
     items = [ShardItem(s, i, str(tmp_path / f"{s}.nii.gz")) for s, i, _ in phantom_files]
     assert segment_shard(checkpoint, items, INFERENCE) == []
     manifest = tmp_path / "shard.tsv"
-    infer.write_manifest(str(manifest), items)
+    infer.write_shard_manifest(str(manifest), items)
     rows = read_tsv(manifest)
     assert [r["subject"] for r in rows] == [s for s, _, _ in phantom_files]
     for row, item in zip(rows, items, strict=True):

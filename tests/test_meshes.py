@@ -8,11 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from cohortseg.cohort import demo_phantom
 from cohortseg.errors import CohortsegError
+from cohortseg.geometry import ras_to_lps, world_bounding_box
 from cohortseg.io import save_nifti
 from cohortseg.meshes import (
-    ras_to_lps,
     read_mesh,
     signed_volume,
     subject_meshes,
@@ -20,7 +19,7 @@ from cohortseg.meshes import (
     surface_mesh,
     write_mesh,
 )
-from cohortseg.stats import world_bounding_box
+from cohortseg.phantoms import demo_phantom
 
 
 def sphere(radius_mm: float, spacing: float) -> tuple[np.ndarray, np.ndarray]:

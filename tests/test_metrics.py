@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from cohortseg.errors import InvalidInputError
 from cohortseg.io import save_nifti
 from cohortseg.metrics import (
     class_volumes_ml,
@@ -230,6 +231,50 @@ def test_evaluate_unlabelled_subject_gives_volumes_only(tmp_path):
         "volume_ml_organ": 0.0,
         "volume_ml_tube": pytest.approx(1.0),
     }
+
+
+@pytest.mark.parametrize(
+    ("label_shape", "shift_mm", "problem"),
+    [
+        ((16, 16, 16), (0.0, 0.0, 3.0), "label affine differs from segmentation by 3.0 mm"),
+        ((16, 16, 15), (0.0, 0.0, 0.0), r"label shape \(16, 16, 15\) differs from segmentation"),
+    ],
+    ids=["shifted", "other_shape"],
+)
+def test_a_label_off_the_segmentations_grid_fails_the_subject(
+    tmp_path, label_shape, shift_mm, problem
+):
+    affine = affine_with_spacing((2.0, 2.0, 2.0), degrees=20.0)
+    save_nifti(tmp_path / "seg.nii.gz", cube((16, 16, 16), (2, 2, 2), (8, 8, 8), 1), affine)
+    moved = affine.copy()
+    moved[:3, 3] += shift_mm
+    label = tmp_path / "label.nii.gz"  # replaced after validation
+    save_nifti(label, cube(label_shape, (2, 2, 2), (8, 8, 8), 1), moved)
+
+    with pytest.raises(InvalidInputError, match=problem) as err:
+        evaluate_subject("sub-03", "test", str(tmp_path / "seg.nii.gz"), str(label), CLASSES)
+
+    assert (err.value.subject, err.value.path) == ("sub-03", str(label))
+
+
+def test_a_label_within_the_tolerance_is_evaluated(tmp_path):
+    affine = affine_with_spacing((2.0, 2.0, 2.0))
+    labels = cube((16, 16, 16), (2, 2, 2), (8, 8, 8), 1)
+    save_nifti(tmp_path / "seg.nii.gz", labels, affine)
+    moved = affine.copy()
+    moved[:3, 3] += [0.0, 0.0, 3.0]
+    save_nifti(tmp_path / "label.nii.gz", labels, moved)
+
+    result = evaluate_subject(
+        "sub-03",
+        "test",
+        str(tmp_path / "seg.nii.gz"),
+        str(tmp_path / "label.nii.gz"),
+        CLASSES,
+        affine_tolerance_mm=3.5,
+    )
+
+    assert result["dice_organ"] == pytest.approx(1.0)
 
 
 def test_metric_columns_order():

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cohortseg.cohort import Subject, demo_phantom
+from cohortseg.cohort import Subject
 from cohortseg.io import save_nifti
 from cohortseg.patches import extract, sample_origins
+from cohortseg.phantoms import demo_phantom
 from cohortseg.plan import (
     fingerprint,
     make_plan,

@@ -1,30 +1,41 @@
-"""Geometry of preprocessing and of mapping predictions back to the native grid."""
+"""The way in: preprocessing onto the plan's grid (resampling, crop, normalisation), and the
+check that a label still lies on its image's grid where it is read."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from skimage.filters import threshold_otsu
 
-from cohortseg import preprocess
-from cohortseg.cohort import demo_affine, demo_phantom
+from cohortseg.cohort import Subject
+from cohortseg.errors import InvalidInputError
+from cohortseg.geometry import spacing_of
+from cohortseg.io import save_nifti
+from cohortseg.phantoms import demo_phantom
 from cohortseg.preprocess import (
-    Geometry,
     body_crop,
     normalise,
     otsu_threshold,
     prepare_image,
     prepare_label,
-    reorient,
+    prepare_subject,
     resize,
-    resize_affine,
-    restore_canonical_labels,
-    restore_labels,
-    spacing_of,
-    undo_reorient,
 )
-from tests.conftest import dice
+from cohortseg.validate import validate_subject
+from cohortseg.workflow import cohort_config
+from tests.conftest import REPO, default_config
+
+PLAN = {
+    "target_spacing_mm": [2.0, 2.0, 2.0],
+    "normalization": "zscore",
+    "crop": True,
+    "crop_margin": 2,
+}
 
 
 def world(affine: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -33,34 +44,6 @@ def world(affine: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def centroid_world(labels: np.ndarray, affine: np.ndarray, c: int) -> np.ndarray:
     return world(affine, np.argwhere(labels == c).mean(axis=0))
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_reorient_is_a_lossless_permutation_that_keeps_world_positions(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    shape = (7, 9, 11)
-    affine = demo_affine(rng, shape, [1.0, 2.0, 3.0])
-    data = rng.integers(0, 1000, shape).astype(np.int16)
-    canon, canon_affine, ornt = reorient(data, affine)
-    # the canonical axes point roughly along +R, +A, +S
-    assert all(canon_affine[axis, axis] > 0 for axis in range(3))
-    # every voxel keeps its value at the same world position
-    for idx in [(0, 0, 0), (6, 8, 10), (3, 1, 7)]:
-        w = world(affine, np.array(idx))
-        canon_idx = np.rint(np.linalg.solve(canon_affine[:3, :3], w - canon_affine[:3, 3]))
-        assert canon[tuple(canon_idx.astype(int))] == data[idx]
-    np.testing.assert_array_equal(undo_reorient(canon, ornt), data)
-
-
-def test_resize_affine_keeps_the_field_of_view_and_centres() -> None:
-    affine = np.diag([2.0, 3.0, 1.5, 1.0])
-    old, new = (10, 20, 30), (20, 30, 15)
-    out = resize_affine(affine, old, new)
-    np.testing.assert_allclose(spacing_of(out), [1.0, 2.0, 3.0])
-    # first and last voxel edges coincide: the centre of the grid is the same world point
-    np.testing.assert_allclose(
-        world(out, (np.array(new) - 1) / 2), world(affine, (np.array(old) - 1) / 2)
-    )
 
 
 def test_resampled_label_stays_in_place_in_world_coordinates() -> None:
@@ -78,42 +61,6 @@ def test_resampled_label_stays_in_place_in_world_coordinates() -> None:
     for c in (1, 2, 3):
         shift = centroid_world(grid_label, geometry.affine, c) - centroid_world(label, affine, c)
         assert np.linalg.norm(shift) < 1.0, f"class {c} moved by {shift} mm"
-
-
-@pytest.mark.parametrize("seed", [1, 2, 5])
-def test_prediction_maps_back_to_the_exact_native_grid(seed: int) -> None:
-    image, label, affine = demo_phantom([36, 32, 20], [1.8, 1.8, 3.0], seed=seed)
-    plan = {
-        "target_spacing_mm": [1.5, 1.5, 1.5],
-        "normalization": "zscore",
-        "crop": True,
-        "crop_margin": 2,
-    }
-    _, geometry = prepare_image(image, affine, plan)
-    grid_label = prepare_label(label, geometry)[0].long()
-    probs = torch.nn.functional.one_hot(grid_label, 4).permute(3, 0, 1, 2).float()
-    back = restore_labels(probs, geometry)
-    assert back.shape == label.shape and back.dtype == np.uint8
-    for c in (1, 2, 3):
-        assert dice(back, label, c) > 0.9
-
-
-def test_identity_plan_round_trips_exactly() -> None:
-    rng = np.random.default_rng(0)
-    affine = demo_affine(rng, (20, 18, 16), [2.0, 2.0, 2.0])
-    label = rng.integers(0, 4, (20, 18, 16)).astype(np.uint8)
-    image = rng.normal(size=label.shape).astype(np.float32)
-    canon_spacing = spacing_of(reorient(image, affine)[1])
-    plan = {
-        "target_spacing_mm": canon_spacing.tolist(),
-        "normalization": "zscore",
-        "crop": False,
-        "crop_margin": 0,
-    }
-    _, geometry = prepare_image(image, affine, plan)
-    grid = prepare_label(label, geometry)[0].long()
-    probs = torch.nn.functional.one_hot(grid, 4).permute(3, 0, 1, 2).float()
-    np.testing.assert_array_equal(restore_labels(probs, geometry), label)
 
 
 def test_body_crop_contains_the_body_with_margin() -> None:
@@ -136,52 +83,6 @@ def test_body_crop_of_a_tensor_is_that_of_the_array() -> None:
     image, _, _ = demo_phantom([30, 26, 22], [2.0, 2.0, 2.0], seed=4)
     image = image.astype(np.float32)
     assert body_crop(torch.from_numpy(image), 3) == body_crop(image, 3)
-
-
-def full_grid_restore(probabilities: torch.Tensor, geometry: Geometry) -> np.ndarray:
-    """The plain definition: pad with background, resize the whole grid, argmax."""
-    full = torch.zeros((probabilities.shape[0], *geometry.resampled_shape))
-    full[0] = 1.0
-    full[(slice(None), *(slice(a, b) for a, b in geometry.crop))] = probabilities
-    full = torch.nn.functional.interpolate(
-        full[None], size=geometry.canonical_shape, mode="trilinear", align_corners=False
-    )[0]
-    return torch.argmax(full, dim=0).to(torch.uint8).numpy()
-
-
-# boundary voxels one by one (few boundaries: a trained network) or all voxels (many)
-@pytest.mark.parametrize("dense_fraction", [1.0, 0.0], ids=["by_voxel", "all_voxels"])
-@pytest.mark.parametrize(
-    ("canonical", "resampled", "crop"),
-    [
-        ((30, 26, 22), (45, 13, 22), ((5, 40), (2, 11), (0, 22))),  # up, down, identity
-        ((20, 21, 33), (11, 28, 48), ((0, 11), (7, 28), (19, 34))),
-        ((16, 16, 16), (16, 16, 16), ((3, 9), (0, 16), (4, 5))),  # identity, thin crop
-        ((12, 40, 9), (30, 20, 9), ((0, 30), (0, 20), (0, 9))),  # no crop
-    ],
-)
-def test_restoring_only_the_crop_in_chunks_matches_the_full_grid_definition(
-    canonical, resampled, crop, dense_fraction, monkeypatch
-) -> None:
-    monkeypatch.setattr(preprocess, "DENSE_FRACTION", dense_fraction)
-    geometry = Geometry(
-        native_shape=canonical,
-        native_affine=np.eye(4).tolist(),
-        orientation=[[0, 1], [1, 1], [2, 1]],
-        canonical_shape=canonical,
-        resampled_shape=resampled,
-        crop=crop,
-        affine=np.eye(4).tolist(),
-    )
-    torch.manual_seed(0)
-    shape = [b - a for a, b in crop]
-    probs = torch.softmax(3 * torch.randn(4, *shape), dim=0)
-    expected = full_grid_restore(probs, geometry)
-    labels = restore_canonical_labels(probs, geometry).numpy()
-    assert labels.shape == canonical and labels.dtype == np.uint8
-    assert np.mean(labels != expected) < 1e-3  # float rounding may break a near tie
-    chunked = restore_canonical_labels(probs, geometry, chunk_voxels=7).numpy()
-    np.testing.assert_array_equal(chunked, labels)
 
 
 def test_zscore_normalisation() -> None:
@@ -208,3 +109,103 @@ def test_nearest_resize_keeps_label_values() -> None:
     lab = torch.randint(0, 4, (1, 9, 9, 9), dtype=torch.uint8)
     out = resize(lab, (13, 5, 9), "nearest")
     assert out.dtype == torch.uint8 and set(out.unique().tolist()) <= {0, 1, 2, 3}
+
+
+# --------------------------------------------------------------------------------------------
+# The label on its image's grid
+
+
+def validated_subject(tmp_path) -> Subject:
+    """A phantom subject on disk that passes validation."""
+    image, label, affine = demo_phantom([24, 22, 16], [2.0, 2.0, 3.0], seed=7)
+    subject = Subject(
+        "sub-07", str(tmp_path / "image.nii.gz"), str(tmp_path / "label.nii.gz"), "train"
+    )
+    save_nifti(subject.image, image, affine)
+    save_nifti(subject.label, label, affine)
+    assert validate_subject(subject, 4, 64, 1.0) == []
+    return subject
+
+
+def test_prepare_subject_takes_image_and_label_to_one_grid(tmp_path) -> None:
+    s = validated_subject(tmp_path)
+    image, label, geometry = prepare_subject(s.subject, s.image, s.label, PLAN)
+    assert image.shape == label.shape and label.dtype == torch.uint8
+    assert set(label.unique().tolist()) == {0, 1, 2, 3}
+    np.testing.assert_allclose(spacing_of(np.array(geometry.affine)), 2.0, atol=0.1)
+
+
+def test_a_label_shifted_after_validation_fails_preprocessing(tmp_path) -> None:
+    s = validated_subject(tmp_path)
+    label, affine = demo_phantom([24, 22, 16], [2.0, 2.0, 3.0], seed=7)[1:]
+    shifted = affine.copy()
+    shifted[:3, 3] += [0.0, 3.0, 0.0]
+    save_nifti(s.label, label, shifted)  # replaced after validation
+    with pytest.raises(InvalidInputError, match="affine differs from image by 3.0 mm") as err:
+        prepare_subject(s.subject, s.image, s.label, PLAN, affine_tolerance_mm=1.0)
+    assert (err.value.subject, err.value.path) == ("sub-07", s.label)
+    # a tolerance that allows the shift lets it through
+    prepare_subject(s.subject, s.image, s.label, PLAN, affine_tolerance_mm=3.5)
+
+
+def test_a_label_of_another_shape_fails_preprocessing(tmp_path) -> None:
+    s = validated_subject(tmp_path)
+    label, affine = demo_phantom([24, 22, 17], [2.0, 2.0, 3.0], seed=7)[1:]
+    save_nifti(s.label, label, affine)
+    with pytest.raises(
+        InvalidInputError, match=r"shape \(24, 22, 17\) differs from image shape \(24, 22, 16\)"
+    ) as err:
+        prepare_subject(s.subject, s.image, s.label, PLAN)
+    assert (err.value.subject, err.value.path) == ("sub-07", s.label)
+
+
+def test_prepare_label_checks_the_label_against_the_images_grid() -> None:
+    image, label, affine = demo_phantom([24, 22, 16], [2.0, 2.0, 3.0], seed=2)
+    _, geometry = prepare_image(image, affine, PLAN)
+    with pytest.raises(InvalidInputError, match="sub-02: lab.nii: label shape"):
+        prepare_label(label[:, :, :-1], geometry, subject="sub-02", label_path="lab.nii")
+    moved = affine.copy()
+    moved[:3, 3] += 2.0
+    with pytest.raises(InvalidInputError, match="affine differs from image by 3.5 mm"):
+        prepare_label(label, geometry, label_affine=moved, subject="sub-02", label_path="l.nii")
+    on_grid = prepare_label(label, geometry, label_affine=affine)
+    assert on_grid.shape[1:] == tuple(b - a for a, b in geometry.crop)
+
+
+def test_a_preprocess_shard_fails_a_shifted_label_by_name_and_does_the_others(tmp_path) -> None:
+    s = validated_subject(tmp_path)
+    image, label, affine = demo_phantom([24, 22, 16], [2.0, 2.0, 3.0], seed=7)
+    save_nifti(tmp_path / "good_image.nii.gz", image, affine)
+    save_nifti(tmp_path / "good_label.nii.gz", label, affine)
+    shifted = affine.copy()
+    shifted[:3, 3] += [3.0, 0.0, 0.0]
+    save_nifti(s.label, label, shifted)  # replaced after validation
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\n"
+        f"{s.subject}\t{s.image}\t{s.label}\ttrain\n"
+        f"sub-good\t{tmp_path / 'good_image.nii.gz'}\t{tmp_path / 'good_label.nii.gz'}\tval\n"
+    )
+    config = default_config()
+    config["samples"] = str(sheet)
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "preprocess.py"),
+            *("--cohort", json.dumps(cohort_config(config)), "--shard", "00000"),
+            *("--plan", str(tmp_path / "plan.json"), "--affine-tolerance-mm", "1.0"),
+            *("--manifest", "results/preprocessed/00000.tsv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "cohortseg error: 1 subject(s) of this shard failed" in result.stderr
+    assert f"sub-07: {s.label}: label affine differs from image by 3.0 mm" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results" / "preprocessed" / "00000.tsv").exists()
+    assert not (tmp_path / "results" / "preprocessed" / "sub-07").exists()
+    for name in ("image.nii", "label.nii.gz", "geometry.json"):  # the other subject is done
+        assert (tmp_path / "results" / "preprocessed" / "sub-good" / name).exists()

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from cohortseg.cohort import demo_affine
 from cohortseg.io import save_nifti
+from cohortseg.phantoms import demo_affine
 from cohortseg.stats import (
     class_statistics,
     flag_outliers,
@@ -17,7 +17,6 @@ from cohortseg.stats import (
     stats_columns,
     subject_statistics,
     summarise_stats,
-    world_bounding_box,
 )
 
 CLASSES = ["organ", "shell"]
@@ -40,22 +39,6 @@ def brute_force_box(mask, affine):
             corners.append(affine[:3, :3] @ (np.array([i, j, k]) + d) + affine[:3, 3])
     corners = np.array(corners)
     return corners.min(axis=0), corners.max(axis=0)
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_world_box_holds_every_voxel_corner_tightly_for_oblique_affines(seed):
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((9, 8, 7), bool)
-    mask[tuple(rng.integers(0, [9, 8, 7], size=(12, 3)).T)] = True  # scattered voxels
-    affine = oblique_affine(seed, mask.shape)
-    lo, hi = world_bounding_box(mask, affine)
-    want_lo, want_hi = brute_force_box(mask, affine)
-    np.testing.assert_allclose(lo, want_lo, atol=1e-9)
-    np.testing.assert_allclose(hi, want_hi, atol=1e-9)
-
-
-def test_world_box_of_an_empty_mask_is_none():
-    assert world_bounding_box(np.zeros((3, 3, 3), bool), np.eye(4)) is None
 
 
 def test_volume_surface_components_and_box_of_two_balls():

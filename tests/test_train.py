@@ -8,24 +8,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import default_config
 
+from cohortseg.checkpoint import weights_digest
+from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
+from cohortseg.geometry import spacing_of
 from cohortseg.io import load_nifti, read_tsv, save_nifti
 from cohortseg.models import build_network
 from cohortseg.patches import write_store
-from cohortseg.preprocess import prepare_image, prepare_label, spacing_of
+from cohortseg.preprocess import prepare_image, prepare_label
 from cohortseg.train import (
-    EpochBatchSampler,
-    ValidationSubject,
     checkpoint_activations,
     scaled_learning_rate,
     train,
-    weights_digest,
 )
 
 CONFIG = {
     "model": {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
     "training": {
+        **default_config()["training"],
         "epochs": 2,
         "steps_per_epoch": 2,
         "batch_size": 2,
@@ -40,7 +42,7 @@ CONFIG = {
 }
 
 
-def make_inputs(tmp: Path, phantom_files, plan) -> tuple[list[str], list[ValidationSubject]]:
+def make_inputs(tmp: Path, phantom_files, plan) -> tuple[list[str], list[Subject]]:
     stores, val = [], []
     for sid, ipath, lpath in phantom_files:
         image, affine = load_nifti(ipath)
@@ -66,9 +68,7 @@ def make_inputs(tmp: Path, phantom_files, plan) -> tuple[list[str], list[Validat
         stores.append(str(store))
         save_nifti(tmp / f"{sid}_pi.nii", tensor[0].numpy(), grid_affine)
         save_nifti(tmp / f"{sid}_pl.nii.gz", grid_label, grid_affine)
-        val.append(
-            ValidationSubject(sid, str(tmp / f"{sid}_pi.nii"), str(tmp / f"{sid}_pl.nii.gz"))
-        )
+        val.append(Subject(sid, str(tmp / f"{sid}_pi.nii"), str(tmp / f"{sid}_pl.nii.gz"), "val"))
     return stores, val[:1]
 
 
@@ -116,27 +116,6 @@ def test_rerun_resumes_its_own_checkpoint_and_not_another_runs(
     train(other, small_plan, stores, val, out)
     assert "written for another run (training.seed (7 then, 8 now))" in caplog.text
     assert "epoch 2/2" in caplog.text
-
-
-def test_batch_order_is_a_function_of_seed_epoch_and_step():
-    one = EpochBatchSampler(10, batch_size=4, steps=5, seed=3)
-    ranks = [EpochBatchSampler(10, 2, 5, 3, rank=r, world_size=2) for r in range(2)]
-    for epoch in range(2):
-        one.set_epoch(epoch)
-        batches = list(one)
-        assert len(batches) == 5 and all(len(b) == 4 for b in batches)
-        for step, batch in enumerate(batches):  # the ranks split each global batch
-            assert ranks[0].batch(epoch, step) + ranks[1].batch(epoch, step) == batch
-            seeds = ranks[0].sample_seeds(epoch, step) + ranks[1].sample_seeds(epoch, step)
-            assert seeds == one.sample_seeds(epoch, step)
-        order = one.global_order(epoch)  # every patch once before any twice
-        assert sorted(order[:10]) == list(range(10)) and sorted(order[10:]) == list(range(10))
-        one.set_epoch(epoch, start_step=3)  # resuming within the epoch gives the rest of it
-        assert list(one) == batches[3:] and len(one) == 2
-    fresh = EpochBatchSampler(10, 4, 5, seed=3)
-    assert list(fresh.global_order(1)) == list(one.global_order(1))
-    assert list(fresh.global_order(0)) != list(fresh.global_order(1))
-    assert list(EpochBatchSampler(10, 4, 5, seed=4).global_order(0)) != list(fresh.global_order(0))
 
 
 def test_activation_checkpointing_keeps_parameter_names_and_gradients():

@@ -1,11 +1,12 @@
 """Training augmentation on the batch's device: random rotations and scalings, flips, gamma,
 intensity scaling and shift, and Gaussian noise.
 
-Each sample's transform is drawn from its own seed (see :class:`cohortseg.train.EpochBatchSampler`),
-so the augmented batch does not depend on how samples are grouped into batches or ranks, and a
-resumed run sees the same augmentations as one that never stopped. The work is tensor
-arithmetic and one ``grid_sample`` per spatially transformed sample, on whatever device the
-batch is on (the GPU when there is one), so CPU cores do not limit a fast GPU.
+Each sample's transform is drawn from its own seed (see
+:class:`cohortseg.sampling.EpochBatchSampler`), so the augmented batch does not depend on how
+samples are grouped into batches or ranks, and a resumed run sees the same augmentations as one
+that never stopped. The work is tensor arithmetic and one ``grid_sample`` per spatially
+transformed sample, on whatever device the batch is on (the GPU when there is one), so CPU cores
+do not limit a fast GPU.
 """
 
 from __future__ import annotations
@@ -16,15 +17,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-#: Values of the ``training.augmentation`` keys that older configs may lack.
-AUGMENTATION_DEFAULTS: dict[str, Any] = {
-    "spatial_probability": 0.2,
-    "rotation_deg": 15.0,
-    "scaling": [0.85, 1.15],
-    "gamma_probability": 0.3,
-    "gamma": [0.7, 1.5],
-}
 
 # Uniform draws per sample, in this order (fixed, so a seed always means the same transform).
 _FLIPS, _SPATIAL, _ANGLES, _SCALE, _GAMMA, _GAMMA_VALUE, _GAIN, _SHIFT, _NOISE = (
@@ -110,17 +102,16 @@ def augment(
     image: torch.Tensor,
     label: torch.Tensor,
     seeds: Sequence[int],
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch on its device, each sample drawn from its own seed.
 
     ``image`` and ``label`` are (B, 1, X, Y, Z), ``seeds`` B integers, ``settings`` the
-    ``training.augmentation`` config (:data:`AUGMENTATION_DEFAULTS` for missing keys): with
+    ``training.augmentation`` config (every key; defaults in ``config.yaml``): with
     probability ``spatial_probability`` a rotation up to ``rotation_deg`` about each axis and an
     isotropic zoom drawn from ``scaling``; a flip per axis with probability 0.5; with
     probability ``gamma_probability`` a gamma drawn from ``gamma``; intensity × U(0.9, 1.1)
     + U(-0.1, 0.1); with probability 0.3 Gaussian noise (σ 0.05).
     """
-    settings = {**AUGMENTATION_DEFAULTS, **(settings or {})}
     pairs = [augment_sample(image[k], label[k], s, settings) for k, s in enumerate(seeds)]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

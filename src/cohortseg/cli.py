@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
 
 
@@ -32,6 +33,21 @@ def json_arg(text: str) -> object:
     return json.loads(text)
 
 
-def add_subjects_argument(parser: argparse.ArgumentParser, keys: str) -> None:
-    """Add ``--subjects``: a JSON list of one object per subject with ``keys`` (for the help)."""
-    parser.add_argument("--subjects", type=json_arg, required=True, help=f"JSON list of {{{keys}}}")
+def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cohort`` (the config sections of :func:`cohortseg.workflow.cohort_config`, as
+    JSON) and ``--shard`` (a shard id): a shard job finds its subjects itself, so its command
+    line stays a few hundred bytes whatever the cohort's or the shard's size."""
+    parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
+    parser.add_argument("--shard", required=True, help="shard id, e.g. 00003")
+
+
+def shard_subjects(args: argparse.Namespace, stage: str) -> list[Subject]:
+    """The subjects of ``args.shard`` that ``stage`` works on (see
+    :func:`cohortseg.workflow.job_subjects`)."""
+    from cohortseg.workflow import job_subjects, workflow_cohort
+
+    cohort = workflow_cohort(args.cohort)
+    on_invalid = args.cohort["validation"]["on_invalid"]
+    subjects = job_subjects(cohort, stage, args.shard, on_invalid)
+    logging.getLogger("cohortseg").info("shard %s: %d subject(s)", args.shard, len(subjects))
+    return subjects

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from cohortseg.errors import CohortsegError
-from cohortseg.infer import pick_device
+from cohortseg.models import pick_device
 
 log = logging.getLogger(__name__)
 

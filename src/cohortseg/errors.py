@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cohortseg.redact import scrub, show_path
+
 
 class CohortsegError(Exception):
     """A problem with the user's input or configuration, explained for a person."""
@@ -21,8 +23,6 @@ class InvalidInputError(CohortsegError):
     """
 
     def __init__(self, subject: str, path: str, problem: str) -> None:
-        from cohortseg.privacy import scrub, show_path  # here: privacy imports this module
-
         self.subject = subject
         self.path = show_path(path)
         self.problem = scrub(problem, path)  # a library's message may quote the path

@@ -17,20 +17,13 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from cohortseg import io
-from cohortseg.errors import CohortsegError, InvalidInputError
+from cohortseg.errors import InvalidInputError
+from cohortseg.geometry import undo_reorient
 from cohortseg.io import load_nifti, save_nifti
-from cohortseg.models import build_network
-from cohortseg.preprocess import (
-    CanonicalImage,
-    Geometry,
-    prepare_canonical,
-    prepare_image,
-    restore_canonical_labels,
-    restore_labels,
-    to_canonical,
-    undo_reorient,
-)
-from cohortseg.privacy import redacting, scrub
+from cohortseg.models import load_model, pick_device
+from cohortseg.preprocess import CanonicalImage, Geometry, prepare_canonical, to_canonical
+from cohortseg.redact import redacting, scrub
+from cohortseg.restore import restore_canonical_labels
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +31,6 @@ log = logging.getLogger(__name__)
 # training) may not carry; config.yaml documents them.
 DEFAULT_NUM_WORKERS = 2
 DEFAULT_QUEUE_SIZE = 4
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` → the first CUDA device if there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_model(checkpoint: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """Load a training checkpoint; returns the network in eval mode and the plan it was
-    trained with."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    plan = state["plan"]
-    net = build_network(state["model_config"], len(plan["classes"]) + 1)
-    net.load_state_dict(state["model_state"])
-    return net.to(device).eval(), plan
 
 
 @torch.no_grad()
@@ -77,21 +53,6 @@ def predict_probabilities(
             mode="gaussian",
         )
     return torch.softmax(logits[0].float(), dim=0)
-
-
-def segment(
-    net: torch.nn.Module,
-    data: np.ndarray,
-    affine: np.ndarray,
-    plan: Mapping,
-    inference: Mapping,
-    device: torch.device,
-) -> np.ndarray:
-    """Segment one native (X, Y, Z) image; returns a uint8 label map of the same shape (and,
-    implicitly, the same affine)."""
-    image, geometry = prepare_image(data, affine, plan, device)
-    probs = predict_probabilities(net, image, plan, inference)
-    return restore_labels(probs, geometry)
 
 
 @dataclass
@@ -350,16 +311,9 @@ def segment_shard(
     return segment_items(net, plan, items, inference, device)
 
 
-def write_manifest(path: str, items: Sequence[ShardItem]) -> None:
+def write_shard_manifest(path: str, items: Sequence[ShardItem]) -> None:
     """Write the shard's manifest: one row per subject with its segmentation and the file's
     SHA-256, so that a finished shard can be checked and compared (it is also what evaluation
     depends on, standing for the shard's segmentations)."""
     rows = [{"subject": i.subject, "segmentation": i.output} for i in items]
     io.write_manifest(path, rows, ["subject", "segmentation"], "segmentation")
-
-
-def check_shard(failures: Sequence[InvalidInputError]) -> None:
-    """Raise one error naming every failed subject of a shard."""
-    if failures:
-        lines = "\n".join(str(f) for f in failures)
-        raise CohortsegError(f"{len(failures)} subject(s) of this shard failed:\n{lines}")

@@ -185,3 +185,12 @@ def save_nifti(
     img.header.set_xyzt_units("mm", "sec")
     with atomic_write(path) as tmp:
         nib.save(img, str(tmp))
+
+
+def parse_number(cell: object, missing: float | None = None) -> float | None:
+    """A table cell (a TSV string such as ``"1.5"`` or ``"nan"``, or a number) as a float;
+    ``missing`` where it holds no number (empty, ``None``, text)."""
+    try:
+        return float(cell)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return missing

@@ -19,12 +19,12 @@ import scipy.sparse
 from skimage.measure import marching_cubes
 
 from cohortseg.errors import CohortsegError
+from cohortseg.geometry import ras_to_lps, voxel_box
 from cohortseg.io import atomic_write, load_nifti
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("ply", "stl")
-RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 
 
 def surface_mesh(
@@ -67,17 +67,6 @@ def surface_mesh(
     if smoothing_iterations:
         world = taubin_smooth(world, faces, smoothing_iterations)
     return world, faces
-
-
-def voxel_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and one-past-last voxel index of a non-empty mask along each axis."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        lo.append(idx[0])
-        hi.append(idx[-1] + 1)
-    return np.array(lo), np.array(hi)
 
 
 def taubin_smooth(
@@ -125,11 +114,6 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
         return 0.0
     a, b, c = (vertices[faces[:, k]] for k in range(3))
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
-
-
-def ras_to_lps(vertices: np.ndarray) -> np.ndarray:
-    """World coordinates RAS+ → LPS+ (and back: the map is its own inverse)."""
-    return np.asarray(vertices, dtype=np.float64) * RAS_TO_LPS
 
 
 # --------------------------------------------------------------------------------------------

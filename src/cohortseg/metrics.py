@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from cohortseg.preprocess import spacing_of
+from cohortseg.geometry import check_same_grid, spacing_of, voxel_volume_ml
+from cohortseg.io import load_nifti, parse_number
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -20,7 +21,7 @@ def one_hot(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 def class_volumes_ml(labels: np.ndarray, affine: np.ndarray, n_classes: int) -> list[float]:
     """Volume of each foreground class 1..C-1 in mL (voxel count × voxel volume)."""
-    voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(affine)
     counts = np.bincount(labels.ravel(), minlength=n_classes)
     return [float(counts[c]) * voxel_ml for c in range(1, n_classes)]
 
@@ -72,9 +73,7 @@ def summarise(rows: Sequence[Mapping], classes: Sequence[str], worst: int = 5) -
         entry: dict = {"n_subjects": len(sel)}
         for prefix in ("dice", "hd95_mm", "volume_ml"):
             for c in classes:
-                vals = np.array(
-                    [float(r[f"{prefix}_{c}"]) for r in sel if _is_number(r.get(f"{prefix}_{c}"))]
-                )
+                vals = np.array([parse_number(r.get(f"{prefix}_{c}"), math.nan) for r in sel])
                 vals = vals[np.isfinite(vals)]
                 if vals.size:
                     entry[f"{prefix}_{c}"] = {
@@ -83,23 +82,13 @@ def summarise(rows: Sequence[Mapping], classes: Sequence[str], worst: int = 5) -
                         "n": int(vals.size),
                     }
         summary["splits"][split] = entry
-    scored = [
-        (float(np.mean([float(r[f"dice_{c}"]) for c in classes])), r["subject"])
-        for r in rows
-        if all(_is_number(r.get(f"dice_{c}")) for c in classes)
-    ]
+    scored = []
+    for r in rows:
+        dices = [parse_number(r.get(f"dice_{c}")) for c in classes]
+        if None not in dices:
+            scored.append((float(np.mean(dices)), r["subject"]))
     summary["worst_subjects"] = [{"subject": s, "mean_dice": d} for d, s in sorted(scored)[:worst]]
     return summary
-
-
-def _is_number(value: object) -> bool:
-    if value is None or value == "":
-        return False
-    try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def evaluate_subject(
@@ -108,11 +97,19 @@ def evaluate_subject(
     segmentation: str,
     label: str | None,
     classes: Sequence[str],
+    affine_tolerance_mm: float = 1.0,
 ) -> dict:
     """One row of the metrics table: class volumes (mL) of the segmentation and, when the
-    subject has a label, Dice and HD95 (mm) against it."""
-    from cohortseg.io import load_nifti  # local: keeps this module light for the summary
+    subject has a label, Dice and HD95 (mm) against it.
 
+    The segmentation lies on the image's native grid; the label must lie on it too, its affine
+    within ``affine_tolerance_mm`` (:func:`cohortseg.geometry.check_same_grid`).
+
+    Raises
+    ------
+    InvalidInputError
+        If a file cannot be read or the label is not on the segmentation's grid.
+    """
     n_classes = len(classes) + 1
     pred, affine = load_nifti(segmentation, subject, dtype=np.uint8)
     row: dict = {"subject": subject, "split": split}
@@ -123,7 +120,17 @@ def evaluate_subject(
         }
     )
     if label:
-        ref, _ = load_nifti(label, subject, dtype=np.uint8)
+        ref, label_affine = load_nifti(label, subject, dtype=np.uint8)
+        check_same_grid(
+            subject,
+            pred.shape,
+            affine,
+            ref.shape,
+            label_affine,
+            label,
+            affine_tolerance_mm,
+            reference="segmentation",
+        )
         dice, hd = dice_hd95(pred, ref, affine, n_classes)
         row.update({f"dice_{c}": d for c, d in zip(classes, dice, strict=True)})
         row.update({f"hd95_mm_{c}": h for c, h in zip(classes, hd, strict=True)})

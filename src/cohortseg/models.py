@@ -1,4 +1,5 @@
-"""Networks: MONAI architectures built by name from the ``model`` config section."""
+"""Networks: MONAI architectures built by name from the ``model`` config section, the device
+they run on, and trained models loaded from checkpoints."""
 
 from __future__ import annotations
 
@@ -8,6 +9,24 @@ import monai.networks.nets as nets
 import torch
 
 from cohortseg.errors import CohortsegError
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` → the first CUDA device if there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(checkpoint: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Load a training checkpoint; returns the network in eval mode on ``device`` and the plan
+    it was trained with (weights are cast to the network's float32, whatever the training
+    precision)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    plan = state["plan"]
+    net = build_network(state["model_config"], len(plan["classes"]) + 1)
+    net.load_state_dict(state["model_state"])
+    return net.to(device).eval(), plan
 
 
 def build_network(model: Mapping, n_classes: int) -> torch.nn.Module:

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cohortseg.cohort import Subject
+from cohortseg.geometry import reorient, spacing_of
 from cohortseg.io import load_nifti
-from cohortseg.preprocess import reorient, spacing_of
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Pseudonymisation of subject ids (keyed hash) and redaction of input paths in what the
-pipeline writes, so that results and logs can be shared."""
+"""Pseudonymisation of subject ids: the key, and the keyed hash that replaces each id, so that
+results can be shared. (Keeping input paths out of logs and tables is :mod:`cohortseg.redact`.)"""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
 
-REDACT_ENV = "COHORTSEG_REDACT_PATHS"
+if TYPE_CHECKING:  # only the type: cohort imports io, which imports errors
+    from cohortseg.cohort import Subject
 
 
 def load_key(privacy: Mapping, results_dir: str = "results") -> bytes:
@@ -43,19 +44,3 @@ def pseudonym(subject: str, key: bytes) -> str:
 def pseudonymize(subjects: Sequence[Subject], key: bytes) -> list[Subject]:
     """The same subjects with pseudonymous ids (files and splits unchanged)."""
     return [replace(s, subject=pseudonym(s.subject, key)) for s in subjects]
-
-
-def redacting() -> bool:
-    """Whether input paths must be kept out of logs and tables (pseudonymised runs)."""
-    return os.environ.get(REDACT_ENV) == "1"
-
-
-def show_path(path: str | os.PathLike[str], kind: str = "file") -> str:
-    """``path`` as it may appear in logs and tables: itself, or ``<kind>`` when redacting."""
-    return f"<{kind}>" if redacting() else str(path)
-
-
-def scrub(text: str, path: str | os.PathLike[str], kind: str = "file") -> str:
-    """``text`` (a library's message, which may quote ``path``) with ``path`` shown as
-    :func:`show_path` shows it."""
-    return text.replace(str(path), f"<{kind}>") if redacting() else text

@@ -1,9 +1,9 @@
-"""What people look at: the learning curve, QC montages, volume histograms, run times per rule
-and the HTML pages of the Snakemake report (run, metrics and statistics tables)."""
+"""What people look at: the figures (learning curve, volume histograms, run times per rule) and
+the HTML pages of the Snakemake report (run, metrics and statistics tables). QC montages are in
+:mod:`cohortseg.qc`."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import logging
@@ -17,10 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 
-from cohortseg.errors import CohortsegError  # noqa: E402
-from cohortseg.io import atomic_write, load_nifti, read_tsv  # noqa: E402
+from cohortseg.io import atomic_write, parse_number, read_tsv  # noqa: E402
 from cohortseg.stats import PER_CLASS, PROGRESS, robust_centre_scale  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -44,10 +42,11 @@ def plot_learning_curve(
     ax_dice.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
     ax_dice.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
+    """Write ``fig`` as a PNG at ``path`` (atomically, ``dpi`` dots per inch) and close it."""
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", facecolor=fig.get_facecolor())
     plt.close(fig)
@@ -58,216 +57,8 @@ def class_colour(value: int) -> tuple[float, float, float]:
     return plt.get_cmap("tab10")((value - 1) % 10)[:3]
 
 
-# --------------------------------------------------------------------------------------------
-# QC montages
-
-
 def _number(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def select_qc_subjects(
-    stats_rows: Sequence[Mapping],
-    metric_rows: Sequence[Mapping],
-    classes: Sequence[str],
-    qc_sample: int,
-    qc_worst: int,
-    qc_unusual: int,
-    seed: int = 0,
-) -> list[dict]:
-    """Which subjects get a QC montage, and why.
-
-    The ``qc_worst`` subjects with the lowest mean Dice (over the classes, labelled subjects
-    only), the ``qc_unusual`` ones with the largest |robust z| of a class volume, and
-    ``qc_sample`` more drawn at random. The draw is deterministic: subjects are ranked by a hash
-    of the seed and their id, so adding subjects to the cohort keeps the earlier picks unless a
-    new subject ranks before them. Subjects whose segmentation failed are never picked.
-
-    Returns
-    -------
-    list of dict
-        ``subject``, ``split`` and ``why`` (reasons joined by "; "), worst Dice first, then
-        unusual volumes, then the sample.
-    """
-    rows = {r["subject"]: r for r in stats_rows if r.get("status") != "failed"}
-    chosen: dict[str, list[str]] = {}
-
-    def pick(subject: str, why: str) -> None:
-        chosen.setdefault(subject, []).append(why)
-
-    scored = []
-    for r in metric_rows:
-        dice = [_number(r.get(f"dice_{c}")) for c in classes]
-        if r["subject"] in rows and all(np.isfinite(dice)):
-            scored.append((float(np.mean(dice)), r["subject"]))
-    for mean_dice, subject in sorted(scored)[:qc_worst]:
-        pick(subject, f"low Dice (mean {mean_dice:.3f})")
-
-    most_unusual: dict[str, tuple[float, str, float]] = {}  # subject -> (|z|, class, z)
-    for subject, r in rows.items():
-        for c in classes:
-            z = _number(r.get(f"volume_z_{c}"))
-            if np.isfinite(z) and abs(z) > most_unusual.get(subject, (-1.0,))[0]:
-                most_unusual[subject] = (abs(z), c, z)
-    for subject in sorted(most_unusual, key=lambda s: (-most_unusual[s][0], s))[:qc_unusual]:
-        _, c, z = most_unusual[subject]
-        pick(subject, f"unusual {c} volume (z={z:+.1f})")
-
-    def rank(subject: str) -> str:
-        return hashlib.sha256(f"{seed}/{subject}".encode()).hexdigest()
-
-    drawn = [s for s in sorted(rows, key=rank) if s not in chosen][:qc_sample]
-    for subject in drawn:
-        pick(subject, "random sample")
-    return [
-        {"subject": s, "split": rows[s].get("split", ""), "why": "; ".join(why)}
-        for s, why in chosen.items()
-    ]
-
-
-def montage_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> list[dict]:
-    """Three orthogonal slices through the centre of the labelled region, ready to display.
-
-    Both volumes are first reoriented to the closest canonical (RAS) voxel order, so the views are
-    axial, coronal and sagittal whatever the scanner's voxel order. Slices are laid out in the
-    radiological convention: the patient's right on the viewer's left, anterior (sagittal) on
-    the left, superior and anterior up.
-
-    Returns
-    -------
-    list of dict
-        One per view: ``name``, ``image`` and ``labels`` (2D, row 0 at the bottom), ``extent_mm``
-        (width, height) and ``sides`` (letters at the left, right, bottom and top edges).
-    """
-    from cohortseg.preprocess import reorient, spacing_of  # local: imports torch
-
-    if image.shape != labels.shape:
-        raise CohortsegError(
-            f"image shape {image.shape} and segmentation shape {labels.shape} differ"
-        )
-    image, canon_affine, _ = reorient(image, affine)
-    labels, _, _ = reorient(labels, affine)
-    spacing = spacing_of(canon_affine)
-    fg = np.argwhere(labels > 0)
-    centre = ((fg.min(axis=0) + fg.max(axis=0)) // 2) if len(fg) else np.array(labels.shape) // 2
-    cx, cy, cz = (int(c) for c in centre)
-    # (view, 2D slices with rows = second axis, columns = first axis, spacings, edge letters)
-    views = [
-        ("axial", image[:, :, cz], labels[:, :, cz], (0, 1), ("R", "L", "P", "A")),
-        ("coronal", image[:, cy, :], labels[:, cy, :], (0, 2), ("R", "L", "I", "S")),
-        ("sagittal", image[cx, :, :], labels[cx, :, :], (1, 2), ("A", "P", "I", "S")),
-    ]
-    out = []
-    for name, img2d, lab2d, (col_axis, row_axis), sides in views:
-        # .T: rows along the second axis; [:, ::-1]: R (or A) on the viewer's left
-        img2d, lab2d = img2d.T[:, ::-1], lab2d.T[:, ::-1]
-        out.append(
-            {
-                "name": name,
-                "image": img2d,
-                "labels": lab2d,
-                "extent_mm": (
-                    img2d.shape[1] * float(spacing[col_axis]),
-                    img2d.shape[0] * float(spacing[row_axis]),
-                ),
-                "sides": sides,
-            }
-        )
-    return out
-
-
-def qc_montage(
-    image: np.ndarray,
-    labels: np.ndarray,
-    affine: np.ndarray,
-    classes: Sequence[str],
-    title: str,
-    path: str | os.PathLike[str],
-) -> None:
-    """PNG of three orthogonal slices of ``image`` (X, Y, Z) with its label map overlaid, one
-    colour per class (:func:`class_colour`); see :func:`montage_slices` for the layout."""
-    finite = image[np.isfinite(image)]
-    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
-    for ax, view in zip(axes, montage_slices(image, labels, affine), strict=True):
-        w, h = view["extent_mm"]
-        extent = (0, w, 0, h)
-        ax.imshow(
-            view["image"],
-            cmap="gray",
-            vmin=lo,
-            vmax=hi,
-            origin="lower",
-            extent=extent,
-            interpolation="nearest",
-        )
-        overlay = np.zeros(view["labels"].shape + (4,))
-        for value in range(1, len(classes) + 1):
-            overlay[view["labels"] == value] = (*class_colour(value), 0.45)
-        ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest")
-        ax.set_title(view["name"], color="white")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        left, right, bottom, top = view["sides"]
-        style = {"color": "yellow", "fontsize": 11, "transform": ax.transAxes}
-        ax.text(0.02, 0.5, left, ha="left", va="center", **style)
-        ax.text(0.98, 0.5, right, ha="right", va="center", **style)
-        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
-        ax.text(0.5, 0.98, top, ha="center", va="top", **style)
-    handles = [Patch(color=class_colour(v), label=c) for v, c in enumerate(classes, start=1)]
-    fig.legend(
-        handles=handles, loc="lower center", ncol=len(classes), frameon=False, labelcolor="white"
-    )
-    fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    _save(fig, path, dpi=80)
-
-
-def cohort_images(config: Mapping) -> dict[str, str]:
-    """Image path of every subject of the run, by the subject id the run uses (the pseudonym
-    in pseudonymised runs): the cohort of ``config`` (keys ``samples``, ``demo``, ``privacy``)
-    as the workflow reads it."""
-    from cohortseg.cohort import load_cohort
-    from cohortseg.privacy import load_key, pseudonymize
-
-    subjects = load_cohort(config)
-    if config["privacy"]["pseudonymize"]:
-        subjects = pseudonymize(subjects, load_key(config["privacy"]))
-    return {s.subject: s.image for s in subjects}
-
-
-def write_qc_montages(
-    selection: Sequence[Mapping],
-    stats_rows: Sequence[Mapping],
-    images: Mapping[str, str],
-    classes: Sequence[str],
-    out_dir: str | os.PathLike[str],
-) -> list[Path]:
-    """One montage ``{out_dir}/{subject}.png`` per selected subject: its image (from
-    ``images``, subject → path) with the segmentation named in the statistics table; returns
-    the paths written."""
-    from cohortseg.privacy import show_path
-
-    by_subject = {r["subject"]: r for r in stats_rows}
-    written = []
-    for sel in selection:
-        subject, row = sel["subject"], by_subject[sel["subject"]]
-        image, affine = load_nifti(images[subject], subject)
-        labels, seg_affine = load_nifti(row["segmentation"], subject, dtype=np.uint8)
-        if image.shape != labels.shape or not np.allclose(affine, seg_affine, atol=1e-3):
-            raise CohortsegError(
-                f"{subject}: segmentation {row['segmentation']} is not on the grid of its image "
-                f"{show_path(images[subject], 'image')}: rerun its inference shard"
-            )
-        path = Path(out_dir) / f"{subject}.png"
-        title = f"{subject} ({sel['split']}): {sel['why']}"
-        qc_montage(image, labels, affine, classes, title, path)
-        log.info("%s: QC montage -> %s", subject, path)
-        written.append(path)
-    return written
+    return parse_number(value, math.nan)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +121,7 @@ def plot_volume_histograms(
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def read_benchmarks(root: str | os.PathLike[str]) -> list[dict]:
@@ -390,7 +181,7 @@ def plot_runtimes(runtimes: Sequence[Mapping], path: str | os.PathLike[str]) -> 
     )
     ax.set_xlim(0, max(totals + [1.0]) * 1.45)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,13 +225,7 @@ def _cell(value: object) -> tuple[str, bool]:
 
 
 def _is_numeric(value: object) -> bool:
-    if isinstance(value, int | float | np.number):
-        return True
-    try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
+    return parse_number(value) is not None
 
 
 def html_table(
@@ -560,7 +345,7 @@ def run_page(
     configuration."""
     import yaml
 
-    from cohortseg.privacy import show_path
+    from cohortseg.redact import show_path
 
     shown_config = {**config}
     if shown_config.get("samples", "demo") != "demo":

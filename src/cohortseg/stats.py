@@ -16,9 +16,10 @@ import numpy as np
 from scipy import ndimage
 
 from cohortseg.errors import InvalidInputError
-from cohortseg.io import load_nifti
-from cohortseg.meshes import surface_area_mm2, surface_mesh, voxel_box
-from cohortseg.privacy import show_path
+from cohortseg.geometry import crop_to_mask, voxel_volume_ml, world_bounding_box
+from cohortseg.io import load_nifti, parse_number
+from cohortseg.meshes import surface_area_mm2, surface_mesh
+from cohortseg.redact import show_path
 
 log = logging.getLogger(__name__)
 
@@ -34,36 +35,6 @@ AXES = ("x", "y", "z")
 PROGRESS = ("subjects", "segmented", "empty", "failed", "skipped")
 
 
-def world_bounding_box(
-    mask: np.ndarray, affine: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Axis-aligned world box (RAS+, mm) containing every voxel of ``mask`` whole.
-
-    A voxel is the parallelepiped of its centre ± half a voxel along each voxel axis, so the box
-    is the box of the voxel centres widened by half a voxel's world extent along each world axis.
-    Returns (min, max), each of shape (3,), or ``None`` for an empty mask.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return None
-    # A linear function of the voxel index is largest on a voxel with a face neighbour outside
-    # the mask, so the surface voxels suffice (border_value=0: voxels on the edge are surface).
-    surface = mask & ~ndimage.binary_erosion(mask, border_value=0)
-    affine = np.asarray(affine, dtype=np.float64)
-    world = np.argwhere(surface) @ affine[:3, :3].T + affine[:3, 3]
-    half = 0.5 * np.abs(affine[:3, :3]).sum(axis=1)
-    return world.min(axis=0) - half, world.max(axis=0) + half
-
-
-def crop_to_mask(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The smallest box of ``mask`` holding all its voxels, and that box's affine (same world
-    positions). ``mask`` must not be empty."""
-    lo, hi = voxel_box(mask)
-    shifted = np.array(affine, dtype=np.float64)
-    shifted[:3, 3] += shifted[:3, :3] @ lo
-    return mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], shifted
-
-
 def class_statistics(labels: np.ndarray, affine: np.ndarray, value: int) -> dict:
     """Statistics of one class (label ``value``) of a (X, Y, Z) label map with its affine.
 
@@ -71,9 +42,8 @@ def class_statistics(labels: np.ndarray, affine: np.ndarray, value: int) -> dict
     (NaN when the class is absent).
     """
     mask = np.asarray(labels) == value
-    voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
     n_voxels = int(mask.sum())
-    out: dict = {"volume_ml": n_voxels * voxel_ml}
+    out: dict = {"volume_ml": n_voxels * voxel_volume_ml(affine)}
     if n_voxels:
         mask, affine = crop_to_mask(mask, affine)
         vertices, faces = surface_mesh(mask, affine, SURFACE_SMOOTHING_ITERATIONS)
@@ -117,7 +87,7 @@ def subject_statistics(
 
     ``status`` is ``ok``, ``empty`` (no foreground voxel at all) or ``failed`` (the
     segmentation cannot be read; ``problem`` says why, the statistics are left empty). The
-    ``image`` column is ``<image>`` in pseudonymised runs (:func:`cohortseg.privacy.redacting`).
+    ``image`` column is ``<image>`` in pseudonymised runs (:func:`cohortseg.redact.redacting`).
     """
     row: dict = {
         "subject": subject,
@@ -174,7 +144,7 @@ def flag_outliers(rows: Sequence[dict], classes: Sequence[str], outlier_z: float
     measured = [r for r in rows if r.get("status") != "failed"]
     reasons: dict[int, list[str]] = {id(r): [] for r in rows}
     for c in classes:
-        zs = robust_z([_number(r.get(f"volume_ml_{c}")) for r in measured])
+        zs = robust_z([parse_number(r.get(f"volume_ml_{c}"), math.nan) for r in measured])
         for r, z in zip(measured, zs, strict=True):
             r[f"volume_z_{c}"] = float(z)
             if np.isfinite(z) and abs(z) > outlier_z:
@@ -184,13 +154,6 @@ def flag_outliers(rows: Sequence[dict], classes: Sequence[str], outlier_z: float
             reasons[id(r)].insert(0, f"{r['status']} segmentation")
         r["review"] = ", ".join(reasons[id(r)])
     return rows
-
-
-def _number(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def summarise_stats(
@@ -236,7 +199,7 @@ def summarise_stats(
     measured = [r for r in rows if r.get("status") != "failed"]
     columns = {}
     for col in [f"{q}_{c}" for q in PER_CLASS for c in classes]:
-        x = np.array([_number(r.get(col)) for r in measured])
+        x = np.array([parse_number(r.get(col), math.nan) for r in measured])
         x = x[np.isfinite(x)]
         if not x.size:
             columns[col] = {"n": 0}

@@ -18,8 +18,10 @@ import nibabel as nib
 import numpy as np
 
 from cohortseg.cohort import Subject
+from cohortseg.errors import CohortsegError
+from cohortseg.geometry import grid_mismatch
 from cohortseg.io import read_tsv, write_tsv
-from cohortseg.privacy import scrub, show_path
+from cohortseg.redact import scrub, show_path
 
 log = logging.getLogger(__name__)
 
@@ -150,34 +152,13 @@ def validate_subject(
             f"label values {bad[:10]} outside the configured classes 0..{n_classes - 1}",
         )
     if img is not None and not _check_geometry(img, max_dim):
-        image_shape = tuple(img.shape[:3])
-        if tuple(lab.shape[:3]) != image_shape:
-            add(
-                "label",
-                subject.label,
-                f"shape {tuple(lab.shape[:3])} differs from image shape {image_shape}",
-            )
-        else:
-            shift = corner_distance_mm(img.affine, lab.affine, image_shape)
-            if shift > affine_tolerance_mm:
-                add("label", subject.label, f"affine differs from image by {shift:.1f} mm")
+        # the same check, and words, as where labels are read (cohortseg.geometry.check_same_grid)
+        mismatch = grid_mismatch(
+            img.shape[:3], img.affine, lab.shape[:3], lab.affine, affine_tolerance_mm
+        )
+        if mismatch:
+            add("label", subject.label, mismatch)
     return problems
-
-
-def corner_distance_mm(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
-    """Largest distance (mm) between where two affines put the corners of a volume."""
-    corners = np.array(
-        [
-            [i, j, k, 1]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ],
-        float,
-    ).T
-    return float(
-        np.max(np.linalg.norm((np.asarray(a) @ corners - np.asarray(b) @ corners)[:3], axis=0))
-    )
 
 
 def validate_subjects(
@@ -205,16 +186,14 @@ def read_problems(path: str | os.PathLike[str]) -> list[Problem]:
     return [Problem(**row) for row in read_tsv(path)] if Path(path).exists() else []
 
 
-def gate(problems: Sequence[Problem], on_invalid: str, excluded: Sequence[str]) -> str:
+def gate(problems: Sequence[Problem], on_invalid: str) -> str:
     """Decide whether the workflow may go on after validation; returns a message to log.
 
-    ``fail``: any problem stops the workflow, listing every problem at once. ``skip``: invalid
-    subjects are left out; those not already left out of this run's plan (found by this very
-    run) stop it once, since Snakemake fixes a run's jobs when it starts: the same command
-    run again goes on without them.
+    ``fail``: any problem stops the workflow, listing every problem at once. ``skip``: the
+    workflow goes on, and every job after validation leaves the invalid subjects out (each
+    shard job reads its validation shard's problems when it runs, so the same run finishes
+    the rest of the cohort).
     """
-    from cohortseg.errors import CohortsegError
-
     if not problems:
         return "all subjects are valid"
     listing = "\n".join(str(p) for p in problems)
@@ -224,11 +203,4 @@ def gate(problems: Sequence[Problem], on_invalid: str, excluded: Sequence[str]) 
             f"{len(invalid)} invalid subject(s) (validation.on_invalid: fail; set it to skip "
             f"to leave them out):\n{listing}"
         )
-    new = sorted(set(invalid) - set(excluded))
-    if new:
-        raise CohortsegError(
-            f"{len(new)} newly found invalid subject(s): {', '.join(new)}. With "
-            "validation.on_invalid: skip they are left out from now on: run the same command "
-            f"again to continue without them.\n{listing}"
-        )
-    return f"{len(invalid)} invalid subject(s) left out: {', '.join(invalid)}"
+    return f"{len(invalid)} invalid subject(s) left out:\n{listing}"

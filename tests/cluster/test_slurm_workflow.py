@@ -68,7 +68,7 @@ def slurm_run(tmp_path_factory):
         "--config",
         f"cluster={cluster}",
         f"demo={demo}",
-        f"inference={{shard_size: {SHARD_SIZE}}}",
+        f"shard_size={SHARD_SIZE}",
         # a command-line --config replaces the profile's `config:` entry, so it repeats it
         "training={launcher: srun, backend: ddp}",
     )
@@ -78,41 +78,46 @@ def slurm_run(tmp_path_factory):
 ARRAY = re.compile(r"SLURM job ID (\d+)\. The individual task IDs are (\d+)-(\d+)")
 
 
-def test_every_job_ran_as_a_slurm_job_and_the_shards_as_one_array(slurm_run):
+SHARDED = ("validate", "preprocess", "patches", "infer", "evaluate", "stats")
+
+
+def test_every_job_ran_as_a_slurm_job_and_the_shards_as_job_arrays(slurm_run):
     workdir, output = slurm_run
     job_ids = set(re.findall(r"SLURM jobid (\d+)", output))
     arrays = ARRAY.findall(output)
     assert job_ids and arrays, output[-3000:]
-    n_shards = math.ceil(sum(DEMO["subjects_per_split"].values()) / SHARD_SIZE)
-    assert len(arrays) == 1, arrays  # every inference shard a task of one job array
-    array_id, first, last = arrays[0]
-    tasks = {f"{array_id}_{k}" for k in range(int(first), int(last) + 1)}
-    assert len(tasks) == n_shards >= 2
+    tasks = {
+        f"{array_id}_{k}": array_id
+        for array_id, first, last in arrays
+        for k in range(int(first), int(last) + 1)
+    }
     rows = subprocess.run(
-        [
-            "squeue",
-            "-h",
-            "-t",
-            "all",
-            "-o",
-            "%i|%T|%k",
-            "-j",
-            ",".join(sorted(job_ids | {array_id})),
-        ],
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%k"]
+        + ["-j", ",".join(sorted(job_ids | {a for a, _, _ in arrays}))],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     states = {r.split("|")[0]: r.split("|")[1] for r in rows}
-    assert set(states) == job_ids | tasks, rows
+    assert set(states) == job_ids | set(tasks), rows
     assert set(states.values()) == {"COMPLETED"}, rows
     steps = int(re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)[-1][1])
     assert len(job_ids) + len(tasks) == steps - 1  # every job but the local target rule `all`
-    comments = {r.split("|")[0]: r.split("|")[2] for r in rows}
-    for rule in ("rule_plan", "rule_train", "rule_summarise"):
-        assert sum(comments[j].startswith(rule) for j in job_ids) == 1, (rule, comments)
-    assert all(comments[t].startswith("rule_infer") for t in tasks), comments
-    for shard in range(n_shards):  # each task ran its own shard
+    rule_of = {
+        j: r.split("|")[2].removeprefix("rule_").split("_wildcards")[0]
+        for j, r in zip([r.split("|")[0] for r in rows], rows, strict=True)
+    }
+    for rule in ("plan", "train", "summarise"):
+        assert sum(rule_of[j] == rule for j in job_ids) == 1, (rule, rule_of)
+    # array tasks only run sharded rules; shards that are ready together go as one array
+    assert {rule_of[t] for t in tasks} <= set(SHARDED), rule_of
+    n_subjects = sum(DEMO["subjects_per_split"].values())
+    expected = {"infer": math.ceil(n_subjects / SHARD_SIZE), "preprocess": 2}  # 7 labelled
+    for rule, n_shards in expected.items():
+        arrays_of_rule = {tasks[t] for t in tasks if rule_of[t] == rule}
+        assert len(arrays_of_rule) == 1, (rule, arrays_of_rule)
+        assert sum(rule_of[t] == rule for t in tasks) == n_shards >= 2
+    for shard in range(expected["infer"]):  # each task ran its own shard
         assert (workdir / "results" / "inference" / f"{shard:05d}.tsv").exists()
 
 

@@ -41,9 +41,12 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
-    """Jobs per rule from the 'Job stats' table of a ``snakemake -n`` run."""
+    """Jobs per rule from the 'Job stats' table of a ``snakemake -n`` run ({} when there is
+    nothing to be done)."""
     counts: dict[str, int] = {}
     lines = dry_run_output.splitlines()
+    if "Nothing to be done" in dry_run_output:
+        return counts
     start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
     for line in lines[start + 3 :]:
         parts = line.split()

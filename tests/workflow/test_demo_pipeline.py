@@ -70,18 +70,21 @@ def test_nothing_is_left_to_do_after_a_run(demo_run):
     assert "Nothing to be done" in out
 
 
-@pytest.mark.parametrize("shard_size", [1, 3, 5, 16])
-def test_inference_runs_in_ceil_n_over_shard_size_jobs(tmp_path, shard_size):
-    out = snakemake(tmp_path, "-n", "--config", f"inference={{shard_size: {shard_size}}}").stdout
+@pytest.mark.parametrize("shard_size", [1, 3, 5, 16, "auto"])
+def test_every_stage_runs_in_ceil_n_over_shard_size_jobs(tmp_path, shard_size):
+    out = snakemake(tmp_path, "-n", "--config", f"shard_size={shard_size}").stdout
     counts = job_counts(out)
-    infer_jobs = counts["infer"]
-    assert infer_jobs == math.ceil(len(SUBJECTS) / shard_size)
-    assert counts["evaluate"] == infer_jobs
+    size = 4 if shard_size == "auto" else shard_size  # auto: 16 subjects -> 4 shards of 4
+    # the demo's subjects come in split order: 8 train, 2 val, 4 test, 2 infer
+    assert counts["validate"] == counts["infer"] == math.ceil(len(SUBJECTS) / size)
+    assert counts["preprocess"] == math.ceil(10 / size)
+    assert counts["patches"] == math.ceil(8 / size)
+    assert counts["evaluate"] == counts["stats"] == counts["infer"]
     assert counts["train"] == 1 and counts["plan"] == 1
 
 
 def test_a_wrong_config_value_fails_at_once_naming_the_key(tmp_path):
-    proc = snakemake(tmp_path, "-n", "--config", "inference={shard_size: 0}", check=False)
+    proc = snakemake(tmp_path, "-n", "--config", "shard_size=0", check=False)
     assert proc.returncode != 0
     assert "shard_size" in proc.stdout + proc.stderr
     proc = snakemake(tmp_path, "-n", "--config", "trainin={epochs: 3}", check=False)

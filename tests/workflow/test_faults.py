@@ -17,11 +17,12 @@ import yaml
 
 from cohortseg.cohort import demo_subjects
 from cohortseg.patches import check_store
+from cohortseg.workflow import auto_shard_size
 from tests.workflow.conftest import REPO, job_counts, snakemake, snakemake_command
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SUBJECTS = demo_subjects(CONFIG["demo"])
-SHARD = CONFIG["inference"]["shard_size"]
+SHARD = auto_shard_size(len(SUBJECTS))  # shard_size: auto
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_a_damaged_patch_store_is_detected_and_rebuilt(finished):
     assert check_store(store) is not None
     counts = job_counts(snakemake(finished, "-n").stdout)
     assert counts["patches"] == 1 and counts["train"] == 1
-    snakemake(finished, "--cores", "2", f"results/patches/{subject}.h5")
+    snakemake(finished, "--cores", "2", "results/patches/00000.tsv")  # its shard's manifest
     assert check_store(store) is None
     with h5py.File(store) as h5:
         assert h5["image"].shape[0] == CONFIG["patches"]["per_subject"]

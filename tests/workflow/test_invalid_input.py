@@ -8,15 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from cohortseg.cohort import demo_phantom
 from cohortseg.io import read_tsv, save_nifti
+from cohortseg.phantoms import demo_phantom
 from tests.workflow.conftest import snakemake
 
 pytestmark = pytest.mark.slow
 
 FAST = [
     "training={epochs: 2, steps_per_epoch: 3}",
-    "inference={shard_size: 3}",
+    "shard_size=3",
     "patches={per_subject: 6}",
     "plan={max_patch_size: [32, 32, 32]}",
 ]
@@ -71,16 +71,14 @@ def test_fail_lists_every_problem_and_runs_nothing_expensive(tmp_path):
         assert not (work / "results" / expensive).exists(), expensive
 
 
-def test_skip_leaves_invalid_subjects_out_and_finishes_the_rest(tmp_path):
+def test_skip_leaves_invalid_subjects_out_and_finishes_the_rest_in_one_command(tmp_path):
     sheet = make_cohort(tmp_path / "data")
     work = tmp_path / "work"
     args = ("--cores", "2", "--config", f"samples={sheet}", "validation={on_invalid: skip}", *FAST)
-    first = snakemake(work, *args, check=False)
-    assert first.returncode != 0  # the run that finds them stops once, before expensive work
-    assert "run the same command again" in (work / "logs" / "validation_gate.log").read_text()
+    snakemake(work, *args)  # one command finishes the cohort without them
     check_table(work)
-    snakemake(work, *args)
-    check_table(work)
+    gate_log = (work / "logs" / "validation_gate.log").read_text()
+    assert "3 invalid subject(s) left out" in gate_log and "sub-badlabel" in gate_log
     segs = {p.name.removesuffix(".nii.gz") for p in (work / "results/segmentations").iterdir()}
     assert segs == {f"sub-{k}" for k in range(6)}
     metrics = read_tsv(work / "results" / "metrics.tsv")
@@ -89,3 +87,4 @@ def test_skip_leaves_invalid_subjects_out_and_finishes_the_rest(tmp_path):
     assert summary["invalid_subjects"] == ["sub-badlabel", "sub-missing", "sub-trunc"]
     assert summary["n_segmented"] == 6
     assert np.isfinite(summary["splits"]["test"]["dice_organ"]["mean"])
+    assert "Nothing to be done" in snakemake(work, "-n", *args[2:]).stdout  # and stays done

@@ -13,11 +13,13 @@ import yaml
 
 from cohortseg.cohort import demo_subjects
 from cohortseg.io import load_nifti, save_nifti
+from cohortseg.workflow import auto_shard_size
 from tests.workflow.conftest import REPO, job_counts, snakemake
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SUBJECTS = demo_subjects(CONFIG["demo"])
-N_SHARDS = math.ceil(len(SUBJECTS) / CONFIG["inference"]["shard_size"])
+SHARD_SIZE = auto_shard_size(len(SUBJECTS))  # shard_size: auto
+N_SHARDS = math.ceil(len(SUBJECTS) / SHARD_SIZE)
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +40,7 @@ def test_rerun_train_reruns_downstream_only(finished):
         assert upstream not in counts
 
 
-def test_a_replaced_label_reruns_that_subject_and_everything_after(finished):
+def test_a_replaced_label_reruns_its_shard_and_everything_after(finished):
     subject = next(s for s in SUBJECTS if s.split == "train" and s.subject != "demo-001")
     label = finished / subject.label
     data, affine = load_nifti(label, dtype=np.uint8)
@@ -57,7 +59,7 @@ def test_a_deleted_segmentation_reruns_only_its_shard(finished):
     os.remove(finished / "results" / "segmentations" / f"{victim}.nii.gz")
     out = snakemake(finished, "-n").stdout
     counts = job_counts(out)
-    shard = 5 // CONFIG["inference"]["shard_size"]
+    shard = 5 // SHARD_SIZE
     assert f"results/inference/{shard:05d}.tsv" in out  # that shard's job, no other
     assert counts == {
         "infer": 1,
@@ -79,3 +81,11 @@ def test_a_deleted_shard_manifest_reruns_that_shard(finished):
     assert counts["infer"] == 1 and "results/inference/00000.tsv" in out
     assert counts["evaluate"] == 1 and counts["stats"] == 1
     assert "train" not in counts and "preprocess" not in counts
+
+
+def test_a_deleted_patch_store_reruns_its_shard_of_patches(finished):
+    victim = next(s for s in SUBJECTS if s.split == "train")
+    os.remove(finished / "results" / "patches" / f"{victim.subject}.h5")
+    counts = job_counts(snakemake(finished, "-n").stdout)
+    assert counts["patches"] == 1 and counts["train"] == 1
+    assert "preprocess" not in counts and "plan" not in counts

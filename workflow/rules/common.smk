@@ -1,58 +1,55 @@
-# Shared helpers: the cohort, its splits and shards, and config sections passed to scripts.
+# Wiring: the cohort, its shards, product paths, resources and rerun markers, all computed by
+# cohortseg.workflow (pure functions of the config, unit-tested); this file only binds them to
+# this run's config for the rule files.
+#
+# Every sharded stage (validate, preprocess, patches, infer, evaluate, stats, meshes) is one rule
+# with a {shard} wildcard over one partition of the cohort (shard_size subjects, sheet order).
+# A job's command line carries the cohort config (COHORT_JSON, a few hundred bytes) and its shard
+# id: the script finds its subjects in the sample sheet itself, and leaves out those its
+# validation shard found invalid (on_invalid: skip), so nothing on a command line grows with the
+# cohort. The members are also the rule's `members` param, so a shard whose members change runs
+# again.
 import json
 import os
 import shlex
 
-from cohortseg.cohort import load_cohort, shard_table
 from cohortseg.errors import CohortsegError
 from cohortseg.patches import check_store
-from cohortseg.privacy import REDACT_ENV, load_key, pseudonymize
-from cohortseg.validate import read_problems
+from cohortseg.redact import REDACT_ENV
+from cohortseg import workflow as wf
 
 PRIVACY = config["privacy"]
 # Apptainer image for --software-deployment-method apptainer (null: no container).
 CONTAINER = config["container"]
+DEMO = config["samples"] == "demo"
+N_CLASSES = len(config["classes"]) + 1
+INVALID_TABLE = wf.INVALID_TABLE
+VALIDATION_OK = wf.VALIDATION_OK
+PLAN = wf.PLAN
 try:
-    SHEET_SUBJECTS = load_cohort(config)
     # Pseudonymised runs name subjects by a keyed hash in every path and table under results/
     # and logs/, and keep input paths out of logs and tables.
     if PRIVACY["pseudonymize"]:
         os.environ[REDACT_ENV] = "1"
-        SUBJECTS = pseudonymize(SHEET_SUBJECTS, load_key(PRIVACY))
-    else:
-        SUBJECTS = SHEET_SUBJECTS
+    COHORT = wf.workflow_cohort(config)
 except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 
-BY_ID = {s.subject: s for s in SUBJECTS}
-N_CLASSES = len(config["classes"]) + 1
-SHARD_SIZE = config["inference"]["shard_size"]
-
-# Validation: every subject, in shards. With on_invalid: skip, the subjects that the last
-# validation found invalid are left out of everything after it.
-ON_INVALID = config["validation"]["on_invalid"]
-INVALID_TABLE = "results/qc/invalid_subjects.tsv"
-VALIDATION_OK = "results/qc/validation.ok"
-EXCLUDED = (
-    {p.subject for p in read_problems(INVALID_TABLE)} if ON_INVALID == "skip" else set()
-)
-VALIDATION_SHARD_OF = shard_table([s.subject for s in SUBJECTS], SHARD_SIZE)
-VALIDATION_SHARD_IDS = list(VALIDATION_SHARD_OF)
-
-USED = [s for s in SUBJECTS if s.subject not in EXCLUDED]
-TRAIN = [s.subject for s in USED if s.split == "train"]
-VAL = [s.subject for s in USED if s.split == "val"]
-SHARD_OF = shard_table(
-    [s.subject for s in SUBJECTS if s.split in config["inference"]["splits"]],
-    SHARD_SIZE,
-    leave_out=EXCLUDED,
-)
-SHARD_IDS = list(SHARD_OF)
+BY_ID = COHORT.by_id
+TRAIN = COHORT.split_ids("train")
+VAL = COHORT.split_ids("val")
+# stage -> {shard id: members of the stage's splits}, shards without any left out
+STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in wf.STAGE_SPLITS}
 
 
-wildcard_constraints:
-    subject=r"[^/]+",
-    shard=r"[0-9]+",
+def shards_of(stage):
+    """The shard ids of a stage."""
+    return list(STAGE_SHARDS[stage])
+
+
+def members(stage):
+    """Input/params function: the member ids of the job's shard in `stage`."""
+    return lambda w: STAGE_SHARDS[stage][w.shard]
 
 
 def as_json(obj):
@@ -60,24 +57,12 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def segmentation(subject):
-    return f"results/segmentations/{subject}.nii.gz"
+COHORT_JSON = as_json(wf.cohort_config(config))
 
 
-def inference_manifest(shard):
-    """The table an inference shard writes last: subject, segmentation, SHA-256."""
-    return f"results/inference/{shard}.tsv"
-
-
-def meshes_manifest(shard):
-    """The table a mesh shard writes last: subject, class, mesh, SHA-256."""
-    return f"results/meshes/{shard}.tsv"
-
-
-def meshes_of(subject):
-    """A subject's mesh files, one per class."""
-    fmt = config["meshes"]["format"]
-    return [f"results/meshes/{subject}/{c}.{fmt}" for c in config["classes"]]
+wildcard_constraints:
+    subject=r"[^/]+",
+    shard=r"[0-9]+",
 
 
 def script(name):
@@ -85,157 +70,76 @@ def script(name):
     return f"{workflow.basedir}/scripts/{name}"
 
 
-def evaluate_items(wildcards):
-    return [
-        {
-            "subject": s,
-            "split": BY_ID[s].split,
-            "segmentation": segmentation(s),
-            "label": BY_ID[s].label,
-        }
-        for s in SHARD_OF[wildcards.shard]
-    ]
+segmentation = wf.segmentation_path
+inference_manifest = wf.inference_manifest_path
+meshes_manifest = wf.meshes_manifest_path
+
+
+def stage_outputs(stage):
+    """Every shard output of a stage (what a joining rule takes)."""
+    return wf.stage_outputs(COHORT, stage)
+
+
+def meshes_of(subject):
+    """A subject's mesh files, one per class."""
+    return wf.mesh_paths(subject, config["classes"], config["meshes"]["format"])
 
 
 def cluster_resources(rule_name):
-    """SLURM resources of a rule from config['cluster'] (rules without an entry get 'default').
-
-    GPU rules go to the GPU partition and get one task per GPU; unset partition and account
-    fall back to $COHORTSEG_(GPU_)PARTITION and $COHORTSEG_ACCOUNT, else to the cluster's
-    defaults. Resources a local run does not know are ignored there.
-    """
-    cluster = config["cluster"]
-    spec = {**cluster["rules"]["default"], **cluster["rules"].get(rule_name, {})}
-    gpus = int(spec.pop("gpus", 0))
-    partition = cluster["partition"] or os.environ.get("COHORTSEG_PARTITION")
-    if gpus:
-        partition = (
-            cluster["gpu_partition"]
-            or os.environ.get("COHORTSEG_GPU_PARTITION")
-            or partition
-        )
-        spec["gpu"] = gpus
-        spec["tasks_per_gpu"] = 1
-        spec.pop("tasks", None)
-        if cluster["gpu_model"]:
-            spec["gpu_model"] = cluster["gpu_model"]
-    if (
-        rule_name == "train"
-        and config["training"]["launcher"] == "srun"
-        and train_tasks() > 1
-    ):
-        # the ranks are started by the rule's own srun: the plugin's `mpi` convention keeps
-        # the job step from wrapping the rule in an srun of its own (a nested step would wait)
-        spec["mpi"] = "srun"
-        spec["tasks"] = train_tasks()
-    account = cluster["account"] or os.environ.get("COHORTSEG_ACCOUNT")
-    if partition:
-        spec["slurm_partition"] = partition
-    if account:
-        spec["slurm_account"] = account
-    return spec
+    """SLURM resources of a rule (cohortseg.workflow.cluster_resources)."""
+    return wf.cluster_resources(config["cluster"], config["training"], rule_name)
 
 
 def train_launcher():
     """Command prefix that starts the training ranks (see training.launcher)."""
-    training = config["training"]
-    ranks = int(training["ranks"])
-    launcher = training["launcher"]
-    if launcher == "torchrun":
-        return f"torchrun --standalone --nproc-per-node {ranks}"
-    if launcher == "horovodrun":
-        return f"horovodrun --gloo -np {ranks} -H localhost:{ranks}"
-    if launcher == "srun":
-        if train_tasks() < 2:
-            return ""  # one task: the job step itself is the only rank
-        if training["backend"] == "horovod":
-            raise WorkflowError(
-                "training.launcher: srun needs training.backend: ddp (Horovod without MPI"
-                " cannot rendezvous under srun; use launcher: horovodrun on one node)"
-            )
-        # the job step hides the allocation's task count from nested steps: say it
-        return f"srun --ntasks {train_tasks()}"
-    return ""
+    try:
+        return wf.train_launcher(config["training"], config["cluster"])
+    except CohortsegError as exc:
+        raise WorkflowError(f"cohortseg: {exc}") from None
 
 
 def rule_threads(rule_name):
     """Threads of a rule: its cpus_per_task (locally capped at --cores by Snakemake)."""
-    rules = config["cluster"]["rules"]
-    return {**rules["default"], **rules.get(rule_name, {})}["cpus_per_task"]
+    return wf.rule_threads(config["cluster"], rule_name)
 
 
 def tracked(paths):
-    """The input files Snakemake should track: all of them for the demo cohort (a rule makes
-    them), else those that exist, so that a missing file reaches the validator, which reports
-    it with the subject, instead of stopping the whole DAG."""
-    if config["samples"] == "demo":
-        return list(paths)
-    return [p for p in paths if os.path.exists(p)]
+    """Input files to track: the demo's, or a real cohort's that exist (see workflow.py)."""
+    return wf.tracked(paths, DEMO)
 
 
 def made_by_rules(paths):
-    """Those of ``paths`` that a rule makes (the demo cohort's files), for rules that read
-    input files without needing Snakemake to track them."""
-    return list(paths) if config["samples"] == "demo" else []
+    """The demo cohort's files (a rule makes them); none of a real cohort's."""
+    return wf.made_by_rules(paths, DEMO)
 
 
-def rerun_marker(marker, reason):
-    """An extra input that makes a job run again when its output is there but not sound.
-
-    With a ``reason`` (text), ``marker`` is written with it, newer than the job's output, so
-    Snakemake sees the job as outdated. Once written, the marker stays an input (older than the
-    new output), so the set of inputs does not change again. Returns ``[marker]`` if it exists,
-    else []. Markers are written while the DAG is built, so a dry run writes them too.
-    """
-    if reason:
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
-        with open(marker, "w") as handle:
-            handle.write(reason)
-    return [marker] if os.path.exists(marker) else []
-
-
-def damaged_store_marker(wildcards):
-    """`patches`: a store that fails a cheap integrity check is rebuilt."""
-    store = f"results/patches/{wildcards.subject}.h5"
-    problem = check_store(store) if os.path.exists(store) else None
-    return rerun_marker(
-        f"results/patches/.damaged/{wildcards.subject}",
-        f"{problem}\n" if problem else "",
+def member_files(stage, kind):
+    """Input function: the `kind` ("image" or "label") files of the shard's members that
+    Snakemake should track."""
+    return lambda w: tracked(
+        getattr(BY_ID[s], kind) for s in STAGE_SHARDS[stage][w.shard]
     )
 
 
-def incomplete_marker(manifest, marker, expected):
-    """`rerun_marker` for a shard job whose per-subject files are not declared outputs (its
-    manifest is, so that every shard is a job of one rule): when ``manifest`` exists but some
-    ``expected`` files do not, the marker lists them and the shard runs again."""
-    missing = []
-    if os.path.exists(manifest):
-        missing = [path for path in expected if not os.path.exists(path)]
-    return rerun_marker(marker, "".join(f"{path}\n" for path in missing))
+def incomplete_marker(stage, *columns):
+    """Input function: a marker that makes a finished shard of `stage` run again when a file
+    its manifest lists (in `columns`; not declared outputs) was deleted."""
+
+    def marker(w):
+        manifest = wf.STAGE_OUTPUT[stage](w.shard)
+        return wf.missing_files_marker(
+            manifest, f"{os.path.dirname(manifest)}/.incomplete/{w.shard}", columns
+        )
+
+    return marker
 
 
-def incomplete_shard_marker(wildcards):
-    """`infer`: a finished shard whose segmentation was deleted runs again."""
-    return incomplete_marker(
-        inference_manifest(wildcards.shard),
-        f"results/inference/.incomplete/{wildcards.shard}",
-        [segmentation(s) for s in SHARD_OF[wildcards.shard]],
-    )
-
-
-def incomplete_meshes_marker(wildcards):
-    """`meshes`: a finished shard whose mesh was deleted runs again."""
-    return incomplete_marker(
-        meshes_manifest(wildcards.shard),
-        f"results/meshes/.incomplete/{wildcards.shard}",
-        [path for s in SHARD_OF[wildcards.shard] for path in meshes_of(s)],
-    )
-
-
-def train_tasks():
-    """Ranks of the training job on a cluster: one per GPU, else cluster.rules.train.tasks."""
-    spec = {
-        **config["cluster"]["rules"]["default"],
-        **config["cluster"]["rules"].get("train", {}),
-    }
-    return int(spec.get("gpus", 0)) or int(spec.get("tasks", 1))
+def damaged_store_marker(w):
+    """`patches`: a shard with a store that fails a cheap integrity check is rebuilt."""
+    problems = []
+    for s in STAGE_SHARDS["patches"][w.shard]:
+        store = wf.patch_store_path(s)
+        problem = check_store(store) if os.path.exists(store) else None
+        if problem:
+            problems.append(f"{store}: {problem}\n")
+    return wf.rerun_marker(f"results/patches/.damaged/{w.shard}", "".join(problems))

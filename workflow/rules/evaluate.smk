@@ -6,10 +6,10 @@ rule evaluate:
         # The shard's manifest stands for its segmentations (it is written after all of them),
         # so that each segmentation is named by two rules only (its shard and `all`): planning
         # 50,000 subjects stays fast.
-        manifest=lambda w: inference_manifest(w.shard),
-        labels=lambda w: [BY_ID[s].label for s in SHARD_OF[w.shard] if BY_ID[s].label],
+        segmented=inference_manifest("{shard}"),
+        labels=lambda w: [BY_ID[s].label for s in members("infer")(w) if BY_ID[s].label],
     output:
-        "results/metrics/{shard}.tsv",
+        wf.metrics_shard_path("{shard}"),
     log:
         "logs/evaluate/{shard}.log",
     benchmark:
@@ -22,16 +22,18 @@ rule evaluate:
         **cluster_resources("evaluate"),
     params:
         script=script("evaluate.py"),
-        subjects=lambda w: as_json(evaluate_items(w)),
+        cohort=COHORT_JSON,
         classes=config["classes"],
+        tolerance=config["validation"]["affine_tolerance_mm"],
     shell:
-        "python {params.script} --subjects {params.subjects} --classes {params.classes}"
-        " --output {output} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
+        " --segmented {input.segmented} --classes {params.classes}"
+        " --affine-tolerance-mm {params.tolerance} --output {output} > {log} 2>&1"
 
 
 rule summarise:
     input:
-        shards=expand("results/metrics/{shard}.tsv", shard=SHARD_IDS),
+        shards=stage_outputs("evaluate"),
         invalid=INVALID_TABLE,
     output:
         metrics="results/metrics.tsv",
@@ -48,7 +50,9 @@ rule summarise:
         **cluster_resources("summarise"),
     params:
         script=script("summarise.py"),
+        cohort=COHORT_JSON,
         classes=config["classes"],
     shell:
-        "python {params.script} --shards {input.shards} --invalid {input.invalid} --classes {params.classes}"
-        " --metrics {output.metrics} --summary {output.summary} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
+        " --classes {params.classes} --metrics {output.metrics} --summary {output.summary}"
+        " > {log} 2>&1"

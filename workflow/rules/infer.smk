@@ -1,23 +1,22 @@
-# Inference in shards: one job per shard of inference.shard_size subjects loads the model once,
-# writes each subject's segmentation and, last, the shard's manifest (subject, segmentation,
-# SHA-256), which is the job's one declared output. All shards are jobs of this one rule, so the
-# SLURM executor can submit them as one job array (--slurm-array-jobs infer). A segmentation
-# deleted from a finished shard makes that shard run again (incomplete_shard_marker).
+# Inference in shards: one job per shard loads the model once, writes each subject's
+# segmentation and, last, the shard's manifest (subject, segmentation, SHA-256), which is the
+# job's one declared output. All shards are jobs of this one rule, so the SLURM executor submits
+# them as one job array. A segmentation deleted from a finished shard makes that shard run
+# again (incomplete marker).
 
 
 rule infer:
     input:
         model="results/model/best.pt",
-        images=lambda w: tracked(BY_ID[s].image for s in SHARD_OF[w.shard]),
-        incomplete=incomplete_shard_marker,
+        images=member_files("infer", "image"),
+        validated=wf.validation_shard_path("{shard}"),
+        incomplete=incomplete_marker("infer", "segmentation"),
     output:
         inference_manifest("{shard}"),
     log:
         "logs/infer/{shard}.log",
     benchmark:
         "logs/benchmarks/infer/{shard}.tsv"
-    wildcard_constraints:
-        shard=r"\d+",
     conda:
         "../../envs/cohortseg.yaml"
     container:
@@ -27,11 +26,10 @@ rule infer:
         **cluster_resources("infer"),
     params:
         script=script("infer.py"),
-        subjects=lambda w: SHARD_OF[w.shard],
-        images=lambda w: [BY_ID[s].image for s in SHARD_OF[w.shard]],
-        segmentations=lambda w: [segmentation(s) for s in SHARD_OF[w.shard]],
+        members=members("infer"),
+        cohort=COHORT_JSON,
         inference=as_json(config["inference"]),
     shell:
-        "python {params.script} --checkpoint {input.model} --subjects {params.subjects}"
-        " --images {params.images} --outputs {params.segmentations}"
-        " --manifest {output} --inference {params.inference} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
+        " --checkpoint {input.model} --inference {params.inference}"
+        " --manifest {output} > {log} 2>&1"

@@ -1,7 +1,9 @@
 # The dataset fingerprint and the preprocessing plan (one job over the training subjects).
 # Its inputs are ancient(): editing one subject's files must not re-plan (and so re-preprocess)
 # the whole cohort. The plan reruns when the list of training subjects or the plan/model
-# config changes (params), or on request with -R plan.
+# config changes (params), or on request with -R plan. It leaves out the training subjects that
+# validation found invalid (on_invalid: skip); a later change of that verdict alone does not
+# re-plan (the gate's files are ancient inputs).
 
 
 rule plan:
@@ -9,9 +11,10 @@ rule plan:
         images=[ancient(p) for p in tracked(BY_ID[s].image for s in TRAIN)],
         labels=[ancient(p) for p in tracked(BY_ID[s].label for s in TRAIN)],
         validated=ancient(VALIDATION_OK),
+        invalid=ancient(INVALID_TABLE),
     output:
-        fingerprint="results/plan/fingerprint.json",
-        plan="results/plan/plan.json",
+        fingerprint=wf.FINGERPRINT,
+        plan=PLAN,
     log:
         "logs/plan.log",
     benchmark:
@@ -24,13 +27,10 @@ rule plan:
         **cluster_resources("plan"),
     params:
         script=script("plan.py"),
-        subjects=as_json(
-            [
-                {"subject": s, "image": BY_ID[s].image, "label": BY_ID[s].label}
-                for s in TRAIN
-            ]
-        ),
+        members=TRAIN,
+        cohort=COHORT_JSON,
         config=as_json({k: config[k] for k in ("plan", "model", "classes")}),
     shell:
-        "python {params.script} --subjects {params.subjects} --config {params.config}"
-        " --fingerprint {output.fingerprint} --plan {output.plan} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
+        " --config {params.config} --fingerprint {output.fingerprint} --plan {output.plan}"
+        " > {log} 2>&1"

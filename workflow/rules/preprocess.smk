@@ -1,19 +1,24 @@
-# Per labelled subject: preprocessing onto the plan's grid, then patches into an HDF5 store.
+# Labelled subjects, in shards: preprocessing onto the plan's grid, then patches into one HDF5
+# store per training subject. One job loads torch once for a whole shard. Each job's declared
+# output is its shard's manifest (written last); a file deleted from a finished shard, or a
+# damaged store, makes that shard run again (markers), and replacing one subject's label
+# reruns its shard only. A job leaves out the subjects its validation shard found invalid
+# (on_invalid: skip) and lists only what it wrote.
 
 
 rule preprocess:
     input:
-        image=lambda w: tracked([BY_ID[w.subject].image]),
-        label=lambda w: tracked([BY_ID[w.subject].label]),
-        plan="results/plan/plan.json",
+        images=member_files("preprocess", "image"),
+        labels=member_files("preprocess", "label"),
+        plan=PLAN,
+        validated=wf.validation_shard_path("{shard}"),
+        incomplete=incomplete_marker("preprocess", "image", "label", "geometry"),
     output:
-        image="results/preprocessed/{subject}/image.nii",
-        label="results/preprocessed/{subject}/label.nii.gz",
-        geometry="results/preprocessed/{subject}/geometry.json",
+        wf.preprocessed_manifest_path("{shard}"),
     log:
-        "logs/preprocess/{subject}.log",
+        "logs/preprocess/{shard}.log",
     benchmark:
-        "logs/benchmarks/preprocess/{subject}.tsv"
+        "logs/benchmarks/preprocess/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
     container:
@@ -22,26 +27,27 @@ rule preprocess:
         **cluster_resources("preprocess"),
     params:
         script=script("preprocess.py"),
-        image=lambda w: BY_ID[w.subject].image,
-        label=lambda w: BY_ID[w.subject].label,
+        members=members("preprocess"),
+        cohort=COHORT_JSON,
+        tolerance=config["validation"]["affine_tolerance_mm"],
     shell:
-        "python {params.script} --subject {wildcards.subject} --image {params.image}"
-        " --label {params.label} --plan {input.plan} --out-image {output.image}"
-        " --out-label {output.label} --out-geometry {output.geometry} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
+        " --plan {input.plan} --affine-tolerance-mm {params.tolerance}"
+        " --manifest {output} > {log} 2>&1"
 
 
 rule patches:
     input:
-        image="results/preprocessed/{subject}/image.nii",
-        label="results/preprocessed/{subject}/label.nii.gz",
-        plan="results/plan/plan.json",
+        preprocessed=wf.preprocessed_manifest_path("{shard}"),
+        plan=PLAN,
+        incomplete=incomplete_marker("patches", "store"),
         damaged=damaged_store_marker,
     output:
-        "results/patches/{subject}.h5",
+        wf.patch_manifest_path("{shard}"),
     log:
-        "logs/patches/{subject}.log",
+        "logs/patches/{shard}.log",
     benchmark:
-        "logs/benchmarks/patches/{subject}.tsv"
+        "logs/benchmarks/patches/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
     container:
@@ -50,8 +56,8 @@ rule patches:
         **cluster_resources("patches"),
     params:
         script=script("patches.py"),
+        members=members("patches"),
         patches=as_json(config["patches"]),
     shell:
-        "python {params.script} --subject {wildcards.subject} --image {input.image}"
-        " --label {input.label} --plan {input.plan} --patches {params.patches}"
-        " --output {output} > {log} 2>&1"
+        "python {params.script} --preprocessed {input.preprocessed} --plan {input.plan}"
+        " --patches {params.patches} --manifest {output} > {log} 2>&1"

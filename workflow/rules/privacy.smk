@@ -22,8 +22,6 @@ if MAPPING_TARGETS:
             **cluster_resources("pseudonym_mapping"),
         params:
             script=script("pseudonym_mapping.py"),
-            pairs=as_json(
-                [[a.subject, b.subject] for a, b in zip(SHEET_SUBJECTS, SUBJECTS)]
-            ),
+            cohort=COHORT_JSON,
         shell:
-            "python {params.script} --pairs {params.pairs} --output {output} > {log} 2>&1"
+            "python {params.script} --cohort {params.cohort} --output {output} > {log} 2>&1"

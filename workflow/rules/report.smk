@@ -1,93 +1,9 @@
-# What users look at: per-subject statistics (per inference shard, then joined), QC montages,
-# optional surface meshes (per shard) and the pages and figures that `snakemake --report
+# What users look at: QC montages and the pages and figures that `snakemake --report
 # results/report.html` gathers (outputs marked report(), captions in workflow/report/).
 from cohortseg.io import read_json
 
 
 report: "../report/workflow.rst"
-
-
-SPLITS = config["inference"]["splits"]
-SKIPPED = {
-    "split not in inference.splits": sum(s.split not in SPLITS for s in SUBJECTS),
-    "invalid (validation.on_invalid: skip)": sum(
-        s.split in SPLITS and s.subject in EXCLUDED for s in SUBJECTS
-    ),
-}
-MESHES = (
-    [meshes_manifest(shard) for shard in SHARD_IDS]
-    if config["meshes"]["enabled"]
-    else []
-)
-
-
-# The shard's metrics stand for its segmentations (they are newer than all of them), so that
-# each segmentation is requested by one rule only: planning 50,000 subjects stays fast.
-rule stats:
-    input:
-        "results/metrics/{shard}.tsv",
-    output:
-        "results/stats/{shard}.tsv",
-    log:
-        "logs/stats/{shard}.log",
-    benchmark:
-        "logs/benchmarks/stats/{shard}.tsv"
-    conda:
-        "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
-    resources:
-        **cluster_resources("stats"),
-    params:
-        script=script("stats.py"),
-        subjects=lambda w: as_json(
-            [
-                {
-                    "subject": s,
-                    "split": BY_ID[s].split,
-                    "segmentation": segmentation(s),
-                    "image": BY_ID[s].image,
-                }
-                for s in SHARD_OF[w.shard]
-            ]
-        ),
-        classes=config["classes"],
-    shell:
-        "python {params.script} --subjects {params.subjects} --classes {params.classes}"
-        " --output {output} > {log} 2>&1"
-
-
-rule stats_summary:
-    input:
-        expand("results/stats/{shard}.tsv", shard=SHARD_IDS),
-    output:
-        table=report(
-            "results/stats.tsv",
-            caption="../report/stats_table.rst",
-            category="Cohort statistics",
-        ),
-        summary="results/stats_summary.json",
-    log:
-        "logs/stats_summary.log",
-    benchmark:
-        "logs/benchmarks/stats_summary.tsv"
-    conda:
-        "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
-    resources:
-        **cluster_resources("stats_summary"),
-    params:
-        script=script("stats_summary.py"),
-        classes=config["classes"],
-        outlier_z=config["report"]["outlier_z"],
-        cohort_size=len(SUBJECTS),
-        skipped=as_json(SKIPPED),
-    shell:
-        "python {params.script} --shards {input} --classes {params.classes}"
-        " --outlier-z {params.outlier_z} --cohort-size {params.cohort_size}"
-        " --skipped {params.skipped} --table {output.table} --summary {output.summary}"
-        " > {log} 2>&1"
 
 
 rule qc_montages:
@@ -119,7 +35,7 @@ rule qc_montages:
         script=script("qc_montages.py"),
         classes=config["classes"],
         report=as_json(config["report"]),
-        cohort=as_json({k: config[k] for k in ("samples", "demo", "privacy")}),
+        cohort=COHORT_JSON,
     shell:
         "python {params.script} --stats {input.stats} --metrics {input.metrics}"
         " --classes {params.classes} --report {params.report} --cohort {params.cohort}"
@@ -216,38 +132,3 @@ rule report_run:
         " --stats-summary {input.stats_summary} --benchmarks logs/benchmarks"
         " --page {output.page} --runtimes {output.runtimes}"
         " --runtimes-plot {output.runtimes_plot} > {log} 2>&1"
-
-
-# Surface meshes, one job per inference shard, all jobs of one rule (as for inference): the
-# declared output is the shard's mesh manifest; a mesh deleted from a finished shard makes that
-# shard run again (incomplete_meshes_marker).
-rule meshes:
-    input:
-        segmentations=inference_manifest("{shard}"),  # stands for the shard's segmentations
-        incomplete=incomplete_meshes_marker,
-    output:
-        meshes_manifest("{shard}"),
-    log:
-        "logs/meshes/{shard}.log",
-    benchmark:
-        "logs/benchmarks/meshes/{shard}.tsv"
-    wildcard_constraints:
-        shard=r"\d+",
-    conda:
-        "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
-    resources:
-        **cluster_resources("meshes"),
-    params:
-        script=script("meshes.py"),
-        subjects=lambda w: SHARD_OF[w.shard],
-        segmentations=lambda w: [segmentation(s) for s in SHARD_OF[w.shard]],
-        meshes=lambda w: [path for s in SHARD_OF[w.shard] for path in meshes_of(s)],
-        classes=config["classes"],
-        smoothing=config["meshes"]["smoothing_iterations"],
-    shell:
-        "python {params.script} --subjects {params.subjects}"
-        " --segmentations {params.segmentations} --classes {params.classes}"
-        " --outputs {params.meshes} --manifest {output}"
-        " --smoothing-iterations {params.smoothing} > {log} 2>&1"

@@ -1,17 +1,19 @@
-# Training (one job): patch stores of the train split, validation on the val split. Its
+# Training (one job): the patch stores of the train split, validation Dice on the val split, both
+# found through the shard manifests (so the command line does not grow with the cohort). Its
 # checkpoints live outside the declared outputs (Snakemake deletes those before a rerun), so a
-# killed or requeued job resumes from results/.train_checkpoint/last.pt.
+# killed or requeued job resumes from results/.train_checkpoint/last.pt. Its conda environment
+# adds Horovod's runtime dependencies to the pipeline's.
 
 
 rule train:
     input:
-        plan="results/plan/plan.json",
-        stores=expand("results/patches/{subject}.h5", subject=TRAIN),
-        val=expand(
-            "results/preprocessed/{subject}/{kind}",
-            subject=VAL,
-            kind=("image.nii", "label.nii.gz"),
-        ),
+        plan=PLAN,
+        stores=stage_outputs("patches"),
+        val=[
+            wf.preprocessed_manifest_path(shard)
+            for shard, ids in STAGE_SHARDS["preprocess"].items()
+            if any(BY_ID[s].split == "val" for s in ids)
+        ],
     output:
         best="results/model/best.pt",
         last="results/model/last.pt",
@@ -22,7 +24,7 @@ rule train:
     benchmark:
         "logs/benchmarks/train.tsv"
     conda:
-        "../../envs/cohortseg.yaml"
+        "../../envs/training.yaml"
     container:
         CONTAINER
     threads: rule_threads("train")
@@ -31,18 +33,11 @@ rule train:
     params:
         script=script("train.py"),
         launch=train_launcher(),
-        val=as_json(
-            [
-                {
-                    "subject": s,
-                    "image": f"results/preprocessed/{s}/image.nii",
-                    "label": f"results/preprocessed/{s}/label.nii.gz",
-                }
-                for s in VAL
-            ]
-        ),
+        cohort=COHORT_JSON,
         config=as_json({k: config[k] for k in ("model", "training", "inference")}),
+        out_dir=lambda w, output: os.path.dirname(output.best),
+        checkpoint_dir=wf.TRAIN_CHECKPOINT_DIR,
     shell:
-        "{params.launch} python {params.script} --plan {input.plan} --stores {input.stores}"
-        " --val {params.val} --config {params.config} --out-dir results/model"
-        " --checkpoint-dir results/.train_checkpoint > {log} 2>&1"
+        "{params.launch} python {params.script} --plan {input.plan} --cohort {params.cohort}"
+        " --config {params.config} --out-dir {params.out_dir}"
+        " --checkpoint-dir {params.checkpoint_dir} > {log} 2>&1"

@@ -10,21 +10,17 @@ rule validate:
     input:
         # Validation opens every file itself (a missing one is a reported problem), so the
         # files of a real cohort are not inputs here: 50,000 fewer paths to plan. The demo's
-        # are, since a rule makes them. ancient(): see validation_gate.
+        # are, since a rule makes them. ancient(): see above.
         images=lambda w: [
             ancient(p)
-            for p in made_by_rules(
-                BY_ID[s].image for s in VALIDATION_SHARD_OF[w.shard]
-            )
+            for p in made_by_rules(BY_ID[s].image for s in members("validate")(w))
         ],
         labels=lambda w: [
             ancient(p)
-            for p in made_by_rules(
-                BY_ID[s].label for s in VALIDATION_SHARD_OF[w.shard] if BY_ID[s].label
-            )
+            for p in made_by_rules(BY_ID[s].label for s in members("validate")(w))
         ],
     output:
-        "results/qc/validation/{shard}.tsv",
+        wf.validation_shard_path("{shard}"),
     log:
         "logs/validate/{shard}.log",
     benchmark:
@@ -37,19 +33,19 @@ rule validate:
         **cluster_resources("validate"),
     params:
         script=script("validate.py"),
-        subjects=lambda w: as_json(
-            [BY_ID[s].__dict__ for s in VALIDATION_SHARD_OF[w.shard]]
-        ),
+        members=members("validate"),
+        cohort=COHORT_JSON,
         validation=as_json(config["validation"]),
         n_classes=N_CLASSES,
     shell:
-        "python {params.script} --subjects {params.subjects} --validation {params.validation}"
-        " --n-classes {params.n_classes} --output {output} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
+        " --validation {params.validation} --n-classes {params.n_classes}"
+        " --output {output} > {log} 2>&1"
 
 
 rule validation_table:
     input:
-        expand("results/qc/validation/{shard}.tsv", shard=VALIDATION_SHARD_IDS),
+        stage_outputs("validate"),
     output:
         INVALID_TABLE,
     log:
@@ -64,8 +60,9 @@ rule validation_table:
         **cluster_resources("validation_table"),
     params:
         script=script("validation_table.py"),
+        cohort=COHORT_JSON,
     shell:
-        "python {params.script} --shards {input} --output {output} > {log} 2>&1"
+        "python {params.script} --cohort {params.cohort} --output {output} > {log} 2>&1"
 
 
 # `plan` takes the gate's marker as ancient(): it orders everything expensive after validation
@@ -89,8 +86,7 @@ rule validation_gate:
         **cluster_resources("validation_gate"),
     params:
         script=script("validation_gate.py"),
-        on_invalid=ON_INVALID,
-        excluded=sorted(EXCLUDED),
+        on_invalid=config["validation"]["on_invalid"],
     shell:
         "python {params.script} --table {input} --on-invalid {params.on_invalid}"
-        " --excluded {params.excluded} --ok {output} > {log} 2>&1"
+        " --ok {output} > {log} 2>&1"

@@ -1,0 +1,466 @@
+"""The workflow's logic as pure functions of the config and the environment: typing the
+config, the cohort as the workflow sees it (pseudonymised, in shards, and what each shard job
+of each stage works on), where each product lives, SLURM resources and the training launcher,
+and the markers that make an unsound finished job run again. The ``.smk`` files and the
+scripts only wire these.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cohortseg.cohort import SPLITS, Subject, load_cohort, shard_table
+from cohortseg.errors import CohortsegError
+from cohortseg.io import read_tsv
+from cohortseg.privacy import load_key, pseudonymize
+from cohortseg.validate import read_problems
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def _declared_types(schema: Mapping) -> set[str]:
+    """The JSON types a schema names in ``type`` (its own and its ``oneOf``/``anyOf``'s)."""
+    t = schema.get("type", [])
+    types = {t} if isinstance(t, str) else set(t)
+    for sub in [*schema.get("oneOf", []), *schema.get("anyOf", [])]:
+        types |= _declared_types(sub)
+    return types
+
+
+def _constrained(schema: Mapping) -> bool:
+    """Whether the schema says anything about a value's type or its allowed values."""
+    keys = ("type", "enum", "const", "oneOf", "anyOf")
+    return any(k in schema for k in keys)
+
+
+def coerce_to_schema(value: Any, schema: Mapping) -> Any:
+    """Parse strings as YAML where the JSON schema expects no string.
+
+    ``snakemake --config inference="{shard_size: 8}"`` passes nested values as strings; this
+    turns ``"8"`` into ``8`` where the schema wants an integer, and leaves strings alone where
+    it wants a string (a path such as ``samples: 2024.tsv`` stays a path). Mappings are
+    coerced in place.
+    """
+    if isinstance(value, MutableMapping):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = coerce_to_schema(value[key], sub)
+        return value
+    if isinstance(value, list) and "items" in schema:
+        return [coerce_to_schema(v, schema["items"]) for v in value]
+    # a string where the schema admits no free string (only numbers, or named constants
+    # such as `auto`) is YAML: "8" becomes 8, "auto" stays "auto"
+    if isinstance(value, str) and _constrained(schema) and "string" not in _declared_types(schema):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return coerce_to_schema(parsed, schema) if isinstance(parsed, list | dict) else parsed
+    return value
+
+
+def load_schema(path: str | os.PathLike[str]) -> dict:
+    """Read a YAML JSON-schema file."""
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+# ------------------------------------------------------------------------------ the cohort
+
+#: The splits each sharded stage works on (``None``: the config's ``inference.splits``).
+STAGE_SPLITS: dict[str, tuple[str, ...] | None] = {
+    "validate": SPLITS,
+    "preprocess": ("train", "val"),
+    "patches": ("train",),
+    "infer": None,
+    "evaluate": None,
+    "stats": None,
+    "meshes": None,
+}
+
+
+def auto_shard_size(n_subjects: int) -> int:
+    """Subjects per shard for ``shard_size: auto``: the power of two at or above √N.
+
+    About √N shards of about √N subjects: 4 shards for the 16-subject demo, 196 of 256 for
+    50,000 subjects. A power of two, so that a growing cohort changes shard membership (and
+    reruns its shard jobs) only when it passes 4^k subjects, not with every new subject.
+    """
+    return _pow2_at_least(math.isqrt(max(n_subjects, 1) - 1) + 1)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def resolve_shard_size(setting: int | str, n_subjects: int) -> int:
+    """``shard_size`` from the config (a number, or ``auto``: :func:`auto_shard_size`)."""
+    if setting == "auto":
+        return auto_shard_size(n_subjects)
+    size = int(setting)
+    if size < 1:
+        raise CohortsegError(f"shard_size must be auto or >= 1, got {setting}")
+    return size
+
+
+def cohort_config(config: Mapping) -> dict[str, Any]:
+    """The config sections a job needs to rebuild the cohort and its shards itself (the sample
+    sheet is the one source of who is in a job): a few hundred bytes, whatever the cohort."""
+    return {
+        "samples": config["samples"],
+        "demo": config["demo"],
+        # not privacy.mapping_file: where the mapping goes changes no job's subjects
+        "privacy": {k: config["privacy"][k] for k in ("pseudonymize", "key_env", "key_file")},
+        "shard_size": config["shard_size"],
+        "inference": {"splits": list(config["inference"]["splits"])},
+        "validation": {"on_invalid": config["validation"]["on_invalid"]},
+    }
+
+
+@dataclass(frozen=True)
+class WorkflowCohort:
+    """The cohort as the workflow's jobs see it.
+
+    Attributes
+    ----------
+    sheet_subjects
+        The subjects as the sample sheet (or the demo) names them.
+    subjects
+        The same subjects under the ids used in every path and table (pseudonyms in
+        pseudonymised runs), in sheet order.
+    shards
+        Shard id (``00000``…) → member ids: one partition of every subject in sheet order,
+        shared by every sharded stage (validation, preprocessing, patches, inference,
+        evaluation, statistics, meshes), so appending subjects only adds or changes the last
+        shards.
+    inference_splits
+        The splits that are segmented.
+    """
+
+    sheet_subjects: tuple[Subject, ...]
+    subjects: tuple[Subject, ...]
+    shards: dict[str, list[str]]
+    inference_splits: tuple[str, ...]
+
+    @property
+    def by_id(self) -> dict[str, Subject]:
+        return {s.subject: s for s in self.subjects}
+
+    def split_ids(self, split: str) -> list[str]:
+        """Ids of the ``split`` subjects, in sheet order."""
+        return [s.subject for s in self.subjects if s.split == split]
+
+    def stage_splits(self, stage: str) -> tuple[str, ...]:
+        """The splits that ``stage`` (a key of :data:`STAGE_SPLITS`) works on."""
+        splits = STAGE_SPLITS[stage]
+        return self.inference_splits if splits is None else splits
+
+    def stage_shards(self, stage: str) -> dict[str, list[str]]:
+        """Shard id → the members ``stage`` works on, for shards that have any."""
+        splits = set(self.stage_splits(stage))
+        by_id = self.by_id
+        table = {k: [s for s in m if by_id[s].split in splits] for k, m in self.shards.items()}
+        return {k: members for k, members in table.items() if members}
+
+
+def workflow_cohort(config: Mapping) -> WorkflowCohort:
+    """The cohort named by ``config`` (the sections of :func:`cohort_config`), its ids
+    pseudonymised where ``privacy.pseudonymize`` says so (key from the environment or
+    ``privacy.key_file``), in shards of ``shard_size`` subjects."""
+    sheet = load_cohort(config)
+    privacy = config["privacy"]
+    subjects = pseudonymize(sheet, load_key(privacy)) if privacy["pseudonymize"] else sheet
+    size = resolve_shard_size(config["shard_size"], len(subjects))
+    return WorkflowCohort(
+        sheet_subjects=tuple(sheet),
+        subjects=tuple(subjects),
+        shards=shard_table([s.subject for s in subjects], size),
+        inference_splits=tuple(config["inference"]["splits"]),
+    )
+
+
+def excluded_subjects(problems_table: str | os.PathLike[str], on_invalid: str) -> set[str]:
+    """Ids that validation found invalid in ``problems_table`` (a shard's or the cohort's),
+    to be left out under ``on_invalid: skip``; none under ``fail`` (the gate stops the run)."""
+    if on_invalid != "skip" or not os.path.exists(problems_table):
+        return set()
+    return {p.subject for p in read_problems(problems_table)}
+
+
+def skipped_counts(cohort: WorkflowCohort, invalid: Iterable[str]) -> dict[str, int]:
+    """Subjects of the cohort that are not segmented, by reason."""
+    out, splits = set(invalid), set(cohort.inference_splits)
+    return {
+        "split not in inference.splits": sum(s.split not in splits for s in cohort.subjects),
+        "invalid (validation.on_invalid: skip)": sum(
+            s.split in splits and s.subject in out for s in cohort.subjects
+        ),
+    }
+
+
+def job_subjects(cohort: WorkflowCohort, stage: str, shard: str, on_invalid: str) -> list[Subject]:
+    """The subjects a shard job of ``stage`` works on: the shard's members of the stage's
+    splits, less those its validation shard found invalid (``on_invalid: skip``).
+
+    Raises ``CohortsegError`` for a shard the cohort does not have."""
+    if shard not in cohort.shards:
+        raise CohortsegError(f"shard {shard} is not a shard of this cohort ({len(cohort.shards)})")
+    members = cohort.stage_shards(stage).get(shard, [])
+    invalid = (
+        excluded_subjects(validation_shard_path(shard), on_invalid)
+        if stage != "validate"
+        else set()
+    )
+    by_id = cohort.by_id
+    return [by_id[s] for s in members if s not in invalid]
+
+
+# ------------------------------------------------------------------------------ product paths
+# One function per product: rules, scripts and tests name files through these.
+
+INVALID_TABLE = "results/qc/invalid_subjects.tsv"
+VALIDATION_OK = "results/qc/validation.ok"
+PLAN = "results/plan/plan.json"
+FINGERPRINT = "results/plan/fingerprint.json"
+TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
+
+
+def segmentation_path(subject: str) -> str:
+    """A subject's label map on its native grid."""
+    return f"results/segmentations/{subject}.nii.gz"
+
+
+def inference_manifest_path(shard: str) -> str:
+    """The table an inference shard writes last: subject, segmentation, SHA-256."""
+    return f"results/inference/{shard}.tsv"
+
+
+def meshes_manifest_path(shard: str) -> str:
+    """The table a mesh shard writes last: subject, class, mesh, SHA-256."""
+    return f"results/meshes/{shard}.tsv"
+
+
+def mesh_paths(subject: str, classes: Sequence[str], fmt: str) -> list[str]:
+    """A subject's mesh files, one per class."""
+    return [f"results/meshes/{subject}/{c}.{fmt}" for c in classes]
+
+
+def preprocessed_paths(subject: str) -> dict[str, str]:
+    """A labelled subject's image, label and geometry on the plan's grid."""
+    base = f"results/preprocessed/{subject}"
+    return {
+        "image": f"{base}/image.nii",
+        "label": f"{base}/label.nii.gz",
+        "geometry": f"{base}/geometry.json",
+    }
+
+
+def patch_store_path(subject: str) -> str:
+    """A training subject's HDF5 patch store."""
+    return f"results/patches/{subject}.h5"
+
+
+def preprocessed_manifest_path(shard: str) -> str:
+    """The table a preprocessing shard writes last: subject, split, image, label, geometry."""
+    return f"results/preprocessed/{shard}.tsv"
+
+
+def patch_manifest_path(shard: str) -> str:
+    """The table a patch shard writes last: subject, store, SHA-256."""
+    return f"results/patches/{shard}.tsv"
+
+
+def validation_shard_path(shard: str) -> str:
+    """A validation shard's problems (TSV)."""
+    return f"results/qc/validation/{shard}.tsv"
+
+
+def metrics_shard_path(shard: str) -> str:
+    """An evaluation shard's metrics (TSV)."""
+    return f"results/metrics/{shard}.tsv"
+
+
+def stats_shard_path(shard: str) -> str:
+    """A statistics shard's rows (TSV)."""
+    return f"results/stats/{shard}.tsv"
+
+
+#: What a shard job of each stage writes (its one declared output).
+STAGE_OUTPUT = {
+    "validate": validation_shard_path,
+    "preprocess": preprocessed_manifest_path,
+    "patches": patch_manifest_path,
+    "infer": inference_manifest_path,
+    "evaluate": metrics_shard_path,
+    "stats": stats_shard_path,
+    "meshes": meshes_manifest_path,
+}
+
+
+def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> list[str]:
+    """The outputs of every shard job of ``stage``, in shard order (what a rule that joins
+    them reads; it finds them itself, so its command line does not grow with the cohort)."""
+    cohort = (
+        config_or_cohort
+        if isinstance(config_or_cohort, WorkflowCohort)
+        else workflow_cohort(config_or_cohort)
+    )
+    return [STAGE_OUTPUT[stage](shard) for shard in cohort.stage_shards(stage)]
+
+
+def training_inputs(config_or_cohort: Mapping | WorkflowCohort) -> tuple[list[str], list[Subject]]:
+    """What training reads, from the shard manifests (which list what was actually made, so
+    invalid subjects left out under ``on_invalid: skip`` are not there): the patch stores, and
+    the preprocessed validation subjects (``image``, ``label`` on the plan's grid)."""
+    stores = [
+        r["store"] for path in stage_outputs(config_or_cohort, "patches") for r in read_tsv(path)
+    ]
+    val = [
+        Subject(r["subject"], r["image"], r["label"], r["split"])
+        for path in stage_outputs(config_or_cohort, "preprocess")
+        for r in read_tsv(path)
+        if r["split"] == "val"
+    ]
+    return stores, val
+
+
+def read_subjects(manifest: str | os.PathLike[str]) -> list[Subject]:
+    """The subjects (``subject``, ``image``, ``label``, ``split``) a manifest lists."""
+    return [
+        Subject(r["subject"], r["image"], r.get("label") or None, r["split"])
+        for r in read_tsv(manifest)
+    ]
+
+
+# ------------------------------------------------------------------------------ SLURM resources
+
+
+def rule_spec(cluster: Mapping, rule: str) -> dict[str, Any]:
+    """``cluster.rules.default`` overlaid with ``cluster.rules[rule]``."""
+    return {**cluster["rules"]["default"], **cluster["rules"].get(rule, {})}
+
+
+def rule_threads(cluster: Mapping, rule: str) -> int:
+    """Threads of a rule: its ``cpus_per_task`` (locally capped at ``--cores`` by Snakemake)."""
+    return int(rule_spec(cluster, rule)["cpus_per_task"])
+
+
+def train_tasks(cluster: Mapping) -> int:
+    """Ranks of the training job on a cluster: one per GPU, else ``cluster.rules.train.tasks``."""
+    spec = rule_spec(cluster, "train")
+    return int(spec.get("gpus", 0)) or int(spec.get("tasks", 1))
+
+
+def cluster_resources(
+    cluster: Mapping, training: Mapping, rule: str, environ: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """SLURM resources of ``rule`` in the executor plugin's names (``slurm_partition``,
+    ``slurm_account``, ``gpu``, ``gpu_model``, ``tasks_per_gpu``, ``mem_mb``, ``runtime``,
+    ``cpus_per_task``, ``tasks``, ``mpi``).
+
+    GPU rules go to the GPU partition with one task per GPU; an unset partition or account
+    falls back to ``$COHORTSEG_(GPU_)PARTITION`` and ``$COHORTSEG_ACCOUNT``, else to the
+    cluster's defaults. A multi-rank ``train`` under ``launcher: srun`` gets ``mpi: srun`` so
+    that the job step does not wrap the rule's own ``srun`` in another one.
+    """
+    spec = rule_spec(cluster, rule)
+    gpus = int(spec.pop("gpus", 0))
+    partition = cluster["partition"] or environ.get("COHORTSEG_PARTITION")
+    if gpus:
+        partition = cluster["gpu_partition"] or environ.get("COHORTSEG_GPU_PARTITION") or partition
+        spec.update(gpu=gpus, tasks_per_gpu=1)
+        spec.pop("tasks", None)
+        if cluster["gpu_model"]:
+            spec["gpu_model"] = cluster["gpu_model"]
+    if rule == "train" and training["launcher"] == "srun" and train_tasks(cluster) > 1:
+        spec.update(mpi="srun", tasks=train_tasks(cluster))
+    account = cluster["account"] or environ.get("COHORTSEG_ACCOUNT")
+    if partition:
+        spec["slurm_partition"] = partition
+    if account:
+        spec["slurm_account"] = account
+    return spec
+
+
+def train_launcher(training: Mapping, cluster: Mapping) -> str:
+    """The command prefix that starts the training ranks (``training.launcher``): empty for
+    one process, ``torchrun``/``horovodrun`` with ``training.ranks`` local processes, or
+    ``srun --ntasks N`` for the N tasks of a SLURM allocation (the job step hides the
+    allocation's task count from nested steps, so it is said)."""
+    ranks = int(training["ranks"])
+    launcher = training["launcher"]
+    if launcher == "torchrun":
+        return f"torchrun --standalone --nproc-per-node {ranks}"
+    if launcher == "horovodrun":
+        return f"horovodrun --gloo -np {ranks} -H localhost:{ranks}"
+    if launcher == "srun":
+        tasks = train_tasks(cluster)
+        if tasks < 2:
+            return ""  # one task: the job step itself is the only rank
+        if training["backend"] == "horovod":
+            raise CohortsegError(
+                "training.launcher: srun needs training.backend: ddp (Horovod without MPI"
+                " cannot rendezvous under srun; use launcher: horovodrun on one node)"
+            )
+        return f"srun --ntasks {tasks}"
+    return ""
+
+
+# ------------------------------------------------------------------------------ input tracking
+
+
+def tracked(paths: Iterable[str | None], demo: bool) -> list[str]:
+    """The input files Snakemake should track: all of them for the demo cohort (a rule makes
+    them), else those that exist, so that a missing file reaches the validator, which reports
+    it with the subject, instead of stopping the whole DAG."""
+    present = [p for p in paths if p]
+    return present if demo else [p for p in present if os.path.exists(p)]
+
+
+def made_by_rules(paths: Iterable[str | None], demo: bool) -> list[str]:
+    """Those of ``paths`` that a rule makes (the demo cohort's files), for rules that read
+    input files without needing Snakemake to track them."""
+    return [p for p in paths if p] if demo else []
+
+
+# ------------------------------------------------------------------------------ rerun markers
+
+
+def rerun_marker(marker: str | os.PathLike[str], reason: str) -> list[str]:
+    """An extra input that makes a job run again when its output is there but not sound.
+
+    With a ``reason`` (text), ``marker`` is written with it, newer than the job's output, so
+    Snakemake sees the job as outdated. Once written, the marker stays an input (older than the
+    new output), so the set of inputs does not change again. Returns ``[marker]`` if it exists,
+    else []. Markers are written while the DAG is built, so a dry run writes them too.
+    """
+    path = Path(marker)
+    if reason:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(reason)
+    return [str(path)] if path.exists() else []
+
+
+def missing_files_marker(
+    manifest: str | os.PathLike[str], marker: str | os.PathLike[str], columns: Sequence[str]
+) -> list[str]:
+    """:func:`rerun_marker` for a shard job whose per-subject files are not declared outputs
+    (its manifest is, so that every shard is a job of one rule): when ``manifest`` exists but a
+    file it lists in one of ``columns`` does not, the marker lists the missing files and the
+    shard runs again. The manifest, not the cohort, says what the job wrote: a subject that it
+    left out (invalid, ``on_invalid: skip``) is not missing."""
+    missing = []
+    if os.path.exists(manifest):
+        rows = read_tsv(manifest)
+        missing = [r[c] for r in rows for c in columns if r.get(c) and not os.path.exists(r[c])]
+    return rerun_marker(marker, "".join(f"{path}\n" for path in missing))

@@ -1,0 +1,262 @@
+"""Tests for cohortseg.workflow: the workflow's logic as pure functions of config and
+environment (config typing, the cohort and its shards, SLURM resources, launchers, markers)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+
+import pytest
+from conftest import REPO, default_config
+
+from cohortseg import workflow as wf
+from cohortseg.cohort import Subject
+from cohortseg.errors import CohortsegError
+from cohortseg.io import write_tsv
+from cohortseg.privacy import pseudonym
+
+SCHEMA = wf.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def cluster(**rules) -> dict:
+    base = copy.deepcopy(default_config()["cluster"])
+    base["rules"].update(rules)
+    return base
+
+
+# ------------------------------------------------------------------------------ config typing
+
+
+def test_command_line_strings_are_typed_as_the_schema_says():
+    config = {
+        "inference": "{sw_batch_size: 8, overlap: '0.25'}",
+        "samples": "2024.tsv",
+        "shard_size": "16",
+    }
+    wf.coerce_to_schema(config, SCHEMA)
+    assert config["inference"] == {"sw_batch_size": 8, "overlap": 0.25}
+    assert config["samples"] == "2024.tsv"  # a string where the schema wants one
+    assert config["shard_size"] == 16
+    assert wf.coerce_to_schema({"shard_size": "auto"}, SCHEMA) == {"shard_size": "auto"}
+
+
+def test_the_default_config_is_valid_for_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(default_config(), SCHEMA)
+
+
+# ------------------------------------------------------------------------------ the cohort
+
+
+def demo_config(**changes) -> dict:
+    config = default_config()
+    config["demo"]["subjects_per_split"] = {"train": 3, "val": 1, "test": 2, "infer": 3}
+    config["shard_size"] = 4
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("n", "size"), [(0, 1), (1, 1), (2, 2), (16, 4), (17, 8), (1000, 32), (50_000, 256)]
+)
+def test_auto_shard_size_is_the_power_of_two_at_or_above_the_square_root(n, size):
+    assert wf.auto_shard_size(n) == size
+    assert wf.resolve_shard_size("auto", n) == size
+    assert wf.resolve_shard_size(7, n) == 7
+
+
+def test_auto_sharding_gives_a_handful_for_the_demo_and_a_few_hundred_for_50000():
+    assert math.ceil(16 / wf.auto_shard_size(16)) == 4
+    assert 100 <= math.ceil(50_000 / wf.auto_shard_size(50_000)) <= 400
+
+
+def test_a_shard_size_below_one_is_a_clear_error():
+    with pytest.raises(CohortsegError, match="shard_size"):
+        wf.resolve_shard_size(0, 10)
+
+
+def test_every_stage_shards_the_one_partition_of_the_cohort():
+    cohort = wf.workflow_cohort(demo_config(inference={"splits": ["test", "infer"]}))
+    assert cohort.shards == {
+        "00000": ["demo-001", "demo-002", "demo-003", "demo-004"],
+        "00001": ["demo-005", "demo-006", "demo-007", "demo-008"],
+        "00002": ["demo-009"],
+    }
+    assert cohort.stage_shards("validate") == cohort.shards
+    assert cohort.stage_shards("preprocess") == {
+        "00000": ["demo-001", "demo-002", "demo-003", "demo-004"]
+    }
+    assert cohort.stage_shards("patches") == {"00000": ["demo-001", "demo-002", "demo-003"]}
+    assert cohort.stage_shards("infer") == {
+        "00001": ["demo-005", "demo-006", "demo-007", "demo-008"],
+        "00002": ["demo-009"],
+    }
+    assert cohort.split_ids("train") == ["demo-001", "demo-002", "demo-003"]
+
+
+def test_a_job_leaves_out_what_its_validation_shard_found_invalid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cohort = wf.workflow_cohort(demo_config())
+    table = tmp_path / wf.validation_shard_path("00000")
+    table.parent.mkdir(parents=True)
+    table.write_text("subject\tkind\tfile\tproblem\ndemo-002\tlabel\tx\tbroken\n")
+    ids = [s.subject for s in wf.job_subjects(cohort, "patches", "00000", on_invalid="skip")]
+    assert ids == ["demo-001", "demo-003"]
+    ids = [s.subject for s in wf.job_subjects(cohort, "patches", "00000", on_invalid="fail")]
+    assert ids == ["demo-001", "demo-002", "demo-003"]
+    everyone = wf.job_subjects(cohort, "validate", "00000", on_invalid="skip")
+    assert len(everyone) == 4  # validation itself sees every member
+    with pytest.raises(CohortsegError, match="shard 00009"):
+        wf.job_subjects(cohort, "infer", "00009", on_invalid="skip")
+
+
+def test_the_cohort_config_a_job_gets_is_small_and_rebuilds_the_same_shards():
+    config = demo_config()
+    small = wf.cohort_config(config)
+    assert len(json.dumps(small)) < 2048
+    assert wf.workflow_cohort(small) == wf.workflow_cohort(config)
+
+
+def test_pseudonymised_cohort_uses_keyed_ids_everywhere(monkeypatch):
+    monkeypatch.setenv("COHORTSEG_PSEUDONYM_KEY", "secret")
+    cohort = wf.workflow_cohort(demo_config(privacy={"pseudonymize": True}))
+    first = pseudonym("demo-001", b"secret")
+    assert cohort.sheet_subjects[0].subject == "demo-001"
+    assert cohort.subjects[0].subject == first
+    assert cohort.subjects[0].image == cohort.sheet_subjects[0].image
+    assert first in cohort.shards["00000"]
+    assert not any(s.startswith("demo-") for m in cohort.shards.values() for s in m)
+
+
+def test_pseudonymised_cohort_without_a_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("COHORTSEG_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(CohortsegError, match="no key"):
+        wf.workflow_cohort(demo_config(privacy={"pseudonymize": True}))
+
+
+# ------------------------------------------------------------------------------ paths
+
+
+def test_every_product_has_one_path_under_results():
+    paths = [
+        wf.segmentation_path("s1"),
+        wf.inference_manifest_path("00001"),
+        wf.meshes_manifest_path("00001"),
+        *wf.mesh_paths("s1", ["organ", "tube"], "ply"),
+        *wf.preprocessed_paths("s1").values(),
+        wf.patch_store_path("s1"),
+        wf.validation_shard_path("00001"),
+        wf.metrics_shard_path("00001"),
+        wf.stats_shard_path("00001"),
+    ]
+    assert all(p.startswith("results/") for p in paths)
+    assert len(set(paths)) == len(paths)
+    assert wf.mesh_paths("s1", ["organ"], "stl") == ["results/meshes/s1/organ.stl"]
+
+
+# ------------------------------------------------------------------------------ SLURM
+
+
+def test_cpu_rules_request_cpus_memory_and_time_only():
+    spec = wf.cluster_resources(cluster(), default_config()["training"], "plan", environ={})
+    assert set(spec) == {"mem_mb", "runtime", "cpus_per_task"}
+
+
+def test_gpu_rules_go_to_the_gpu_partition_with_one_task_per_gpu():
+    c = cluster(infer={"gpus": 1, "mem_mb": 16000})
+    c.update(partition="cpu", gpu_partition="gpu", gpu_model="a100", account="proj")
+    spec = wf.cluster_resources(c, default_config()["training"], "infer", environ={})
+    assert spec["gpu"] == 1 and spec["tasks_per_gpu"] == 1 and spec["gpu_model"] == "a100"
+    assert spec["slurm_partition"] == "gpu" and spec["slurm_account"] == "proj"
+    assert spec["mem_mb"] == 16000 and "tasks" not in spec
+
+
+def test_partition_and_account_fall_back_to_the_environment():
+    env = {
+        "COHORTSEG_PARTITION": "short",
+        "COHORTSEG_GPU_PARTITION": "gpu-a",
+        "COHORTSEG_ACCOUNT": "acc",
+    }
+    training = default_config()["training"]
+    cpu = wf.cluster_resources(cluster(), training, "plan", environ=env)
+    gpu = wf.cluster_resources(cluster(train={"gpus": 2}), training, "train", environ=env)
+    assert cpu["slurm_partition"] == "short" and cpu["slurm_account"] == "acc"
+    assert gpu["slurm_partition"] == "gpu-a"
+
+
+def test_multi_rank_training_under_srun_starts_its_own_ranks():
+    c = cluster(train={"gpus": 4})
+    training = {**default_config()["training"], "launcher": "srun", "backend": "ddp"}
+    spec = wf.cluster_resources(c, training, "train", environ={})
+    assert spec["mpi"] == "srun" and spec["tasks"] == 4
+    assert wf.train_launcher(training, c) == "srun --ntasks 4"
+    assert wf.train_tasks(cluster(train={"tasks": 2})) == 2
+
+
+def test_launchers():
+    training = {**default_config()["training"], "ranks": 2}
+    c = cluster()
+    assert wf.train_launcher({**training, "launcher": "none"}, c) == ""
+    assert wf.train_launcher({**training, "launcher": "torchrun"}, c).startswith(
+        "torchrun --standalone --nproc-per-node 2"
+    )
+    assert "horovodrun --gloo -np 2" in wf.train_launcher({**training, "launcher": "horovodrun"}, c)
+    assert wf.train_launcher({**training, "launcher": "srun"}, c) == ""  # one task
+    with pytest.raises(CohortsegError, match="srun needs training.backend: ddp"):
+        wf.train_launcher(
+            {**training, "launcher": "srun", "backend": "horovod"}, cluster(train={"gpus": 2})
+        )
+
+
+def test_rule_threads_are_the_rules_cpus_per_task():
+    assert wf.rule_threads(cluster(infer={"cpus_per_task": 6}), "infer") == 6
+    assert wf.rule_threads(cluster(), "plan") == cluster()["rules"]["default"]["cpus_per_task"]
+
+
+# ------------------------------------------------------------------------------ inputs, markers
+
+
+def test_real_cohort_inputs_are_tracked_only_where_they_exist(tmp_path):
+    there = tmp_path / "a.nii.gz"
+    there.write_bytes(b"x")
+    paths = [str(there), str(tmp_path / "missing.nii.gz"), None]
+    assert wf.tracked(paths, demo=False) == [str(there)]
+    assert wf.tracked(paths, demo=True) == paths[:2]
+    assert wf.made_by_rules(paths, demo=False) == []
+
+
+def test_a_finished_shard_with_a_missing_file_gets_a_newer_marker(tmp_path):
+    manifest, marker = tmp_path / "00000.tsv", tmp_path / ".incomplete" / "00000"
+    kept, lost = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    kept.write_bytes(b"x")
+    assert wf.missing_files_marker(manifest, marker, ["segmentation"]) == []  # not run yet
+    # the manifest lists what the job wrote (a subject it left out is not missing)
+    manifest.write_text(f"subject\tsegmentation\na\t{kept}\nb\t{lost}\n")
+    os.utime(manifest, (time.time() - 10, time.time() - 10))
+    assert wf.missing_files_marker(manifest, marker, ["segmentation"]) == [str(marker)]
+    assert marker.read_text() == f"{lost}\n"
+    assert marker.stat().st_mtime > manifest.stat().st_mtime
+    lost.write_bytes(b"x")  # once rerun, the marker stays an input but is not rewritten
+    before = marker.stat().st_mtime_ns
+    assert wf.missing_files_marker(manifest, marker, ["segmentation"]) == [str(marker)]
+    assert marker.stat().st_mtime_ns == before
+
+
+def test_training_inputs_come_from_the_shard_manifests(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = demo_config()  # shards of 4: 00000 has demo-001..004 (train ×3, val)
+    write_tsv(
+        wf.patch_manifest_path("00000"),
+        [{"subject": "demo-001", "store": "s1.h5"}],
+        ["subject", "store"],
+    )
+    row = {"subject": "demo-004", "split": "val", "image": "i.nii", "label": "l.nii.gz"}
+    other = {**row, "subject": "demo-001", "split": "train"}
+    write_tsv(wf.preprocessed_manifest_path("00000"), [other, row], list(row))
+    stores, val = wf.training_inputs(config)
+    assert stores == ["s1.h5"]
+    assert val == [Subject("demo-004", "i.nii", "l.nii.gz", "val")]

@@ -1,0 +1,62 @@
+# Per-subject statistics of the segmentations: one job per inference shard, then joined into the
+# cohort's table and summary (outliers by robust z-score, progress counts).
+
+
+# The shard's metrics stand for its segmentations (they are newer than all of them), so that
+# each segmentation is requested by one rule only: planning 50,000 subjects stays fast.
+rule stats:
+    input:
+        metrics=wf.metrics_shard_path("{shard}"),
+        segmented=inference_manifest("{shard}"),
+    output:
+        wf.stats_shard_path("{shard}"),
+    log:
+        "logs/stats/{shard}.log",
+    benchmark:
+        "logs/benchmarks/stats/{shard}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("stats"),
+    params:
+        script=script("stats.py"),
+        cohort=COHORT_JSON,
+        classes=config["classes"],
+    shell:
+        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
+        " --segmented {input.segmented} --classes {params.classes} --output {output}"
+        " > {log} 2>&1"
+
+
+rule stats_summary:
+    input:
+        shards=stage_outputs("stats"),
+        invalid=INVALID_TABLE,
+    output:
+        table=report(
+            "results/stats.tsv",
+            caption="../report/stats_table.rst",
+            category="Cohort statistics",
+        ),
+        summary="results/stats_summary.json",
+    log:
+        "logs/stats_summary.log",
+    benchmark:
+        "logs/benchmarks/stats_summary.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("stats_summary"),
+    params:
+        script=script("stats_summary.py"),
+        cohort=COHORT_JSON,
+        classes=config["classes"],
+        outlier_z=config["report"]["outlier_z"],
+    shell:
+        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
+        " --classes {params.classes} --outlier-z {params.outlier_z}"
+        " --table {output.table} --summary {output.summary} > {log} 2>&1"
