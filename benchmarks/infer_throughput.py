@@ -51,13 +51,14 @@ from skimage.filters import threshold_otsu
 
 from cohortseg.cohort import Subject
 from cohortseg.infer import ShardItem, predict_probabilities, segment_items
-from cohortseg.io import save_nifti
+from cohortseg.io import load_nifti, save_nifti
 from cohortseg.models import build_network, load_model, pick_device
 from cohortseg.phantoms import demo_phantom
 from cohortseg.plan import fingerprint, make_plan
 from cohortseg.preprocess import prepare_image, prepare_label
 
 REPO = Path(__file__).resolve().parents[1]
+WIDE = {"name": "UNet", "channels": [32, 64, 128, 256, 320], "strides": [2, 2, 2, 2]}
 COHORT_SIZE = 50_000
 
 
@@ -185,8 +186,6 @@ def quick_train(
 ) -> None:
     """Train ``net`` for ``steps`` steps on random patches of the phantoms (Dice + CE)."""
     from monai.losses import DiceCELoss
-
-    from cohortseg.io import load_nifti
 
     grids = []
     for s in subjects:
@@ -338,10 +337,18 @@ def main() -> None:
     )
     parser.add_argument("--save-checkpoint", default=None, help="write the weights and plan here")
     parser.add_argument("--tmpdir", default=None, help="where the volumes are written")
+    parser.add_argument(
+        "--network",
+        choices=["default", "wide"],
+        default="default",
+        help="default: config.yaml's model; wide: UNet with channels 32, 64, 128, 256, 320",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     config = yaml.safe_load(Path(args.config).read_text())
+    if args.network == "wide":
+        config["model"] = {**config["model"], **WIDE}
     inference = dict(config["inference"])
     inference["device"] = args.device
     if args.workers is not None:
@@ -380,6 +387,7 @@ def main() -> None:
                 {"overlap": overlap, "sw_batch_size": sw_batch_size},
             )
 
+        network_only_s = network_alone(timed, subjects[0], plan, inference, device)
         files = [s.image for s in subjects]
         monai_dir, ours_dir = root / "monai", root / "cohortseg"
         items = [
@@ -442,6 +450,8 @@ def main() -> None:
         for devices in (1, 8):
             hours = COHORT_SIZE / rate / devices / 3600
             print(f"{name}_projected_{COHORT_SIZE}_volumes_{devices}_devices: {hours:.1f} h")
+    print(f"network_only_volumes_per_s: {1 / network_only_s:.4g} volumes/s")
+    print(f"cohortseg_share_of_network_limit: {n / b.wall_s * network_only_s:.3f} fraction")
     print(f"speedup_cohortseg_over_monai: {a.wall_s / b.wall_s:.3f} x")
     print(f"speedup_back_to_back_median: {np.median(ratios):.3f} x")
     print(f"speedup_back_to_back_range: {min(ratios):.3f}-{max(ratios):.3f} x")
@@ -451,6 +461,27 @@ def main() -> None:
     print(f"monai_dice_vs_phantom_truth: {np.mean(truth_a):.4f} dice")
     print(f"cohortseg_dice_vs_phantom_truth: {np.mean(truth_b):.4f} dice")
     print(f"cohortseg_native_geometry: {'yes' if geometry_ok else 'no'} bool")
+
+
+@torch.no_grad()
+def network_alone(
+    net: torch.nn.Module, subject, plan: dict, inference: dict, device: torch.device, runs: int = 3
+) -> float:
+    """Seconds per volume of the sliding-window network alone, on a preprocessed volume already
+    on the device (the physical limit of this network on this device; the fastest of
+    ``runs``)."""
+    data, affine = load_nifti(subject.image, subject.subject, dtype=None)
+    tensor, _ = prepare_image(data, affine, plan, device)
+    best = float("inf")
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tick = time.perf_counter()
+        predict_probabilities(net, tensor, plan, inference)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - tick)
+    return best
 
 
 def _device_name(device: torch.device) -> str:
