@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import default_config
 
 import cohortseg.infer as infer
 from cohortseg.errors import CohortsegError
@@ -35,7 +36,7 @@ def checkpoint(tmp_path, small_plan) -> str:
     return str(path)
 
 
-INFERENCE = {"overlap": 0.25, "sw_batch_size": 2, "device": "cpu"}
+INFERENCE = {**default_config()["inference"], "overlap": 0.25, "device": "cpu"}
 
 
 def test_segmentations_have_the_native_shape_and_affine(tmp_path, phantom_files, checkpoint):

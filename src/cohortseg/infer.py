@@ -27,10 +27,6 @@ from cohortseg.restore import restore_canonical_labels
 
 log = logging.getLogger(__name__)
 
-# Defaults of the inference keys that older configs (and callers such as validation during
-# training) may not carry; config.yaml documents them.
-DEFAULT_NUM_WORKERS = 2
-DEFAULT_QUEUE_SIZE = 4
 
 
 @torch.no_grad()
@@ -190,8 +186,8 @@ def segment_items(
     A subject that cannot be read, segmented or written is logged and reported; the others are
     still segmented. Returns the per-subject errors in item order (empty when all succeeded).
     """
-    num_workers = max(1, int(inference.get("num_workers", DEFAULT_NUM_WORKERS)))
-    queue_size = max(1, int(inference.get("queue_size", DEFAULT_QUEUE_SIZE)))
+    num_workers = max(1, int(inference["num_workers"]))
+    queue_size = max(1, int(inference["queue_size"]))
     pin = device.type == "cuda"
     progress = _Progress(len(items))
     failures: dict[int, InvalidInputError] = {}
@@ -308,7 +304,7 @@ def segment_shard(
     A subject whose input cannot be read (or segmented, or written) is reported and skipped;
     the others are still segmented. Returns the per-subject errors (empty when all succeeded).
     """
-    device = pick_device(inference.get("device", "auto"))
+    device = pick_device(inference["device"])
     net, plan = load_model(checkpoint, device)
     return segment_items(net, plan, items, inference, device)
 

@@ -210,8 +210,8 @@ def prepare_canonical(
     tensor = tensor.to(torch.float32)[None]
     tensor = resize(tensor, target, "linear")
     crop = (
-        body_crop(tensor[0], int(plan.get("crop_margin", 4)))
-        if plan.get("crop", True)
+        body_crop(tensor[0], int(plan["crop_margin"]))
+        if plan["crop"]
         else (tuple((0, n) for n in target))
     )
     sl = tuple(slice(a, b) for a, b in crop)
