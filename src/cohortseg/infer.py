@@ -179,9 +179,9 @@ def segment_items(
     volume at a time in item order (:func:`segment_canonical`), so results depend neither on
     the number of workers nor on how subjects are sharded; ``num_workers`` writer threads
     encode and write the label maps, at most ``queue_size`` waiting. Host memory is therefore
-    bounded by about ``queue_size + num_workers + 1`` float32 images (those read ahead, those
-    being read, the one on the device) and ``2 * queue_size`` uint8 label maps. Decoding and
-    gzip (zlib) release the GIL, so threads suffice.
+    bounded by about ``queue_size + num_workers + 1`` images in their file's dtype (those read
+    ahead, those being read, the one on the device) and ``2 * queue_size`` uint8 label maps.
+    Gzip (ISA-L) and NumPy's copies release the GIL, so threads suffice.
 
     A subject that cannot be read, segmented or written is logged and reported; the others are
     still segmented. Returns the per-subject errors in item order (empty when all succeeded).
