@@ -1,9 +1,13 @@
 """Segment one shard of subjects with one model load, then write the shard's manifest."""
 
 import argparse
+import os
+
+import torch
 
 from cohortseg.cli import add_shard_arguments, json_arg, run, shard_subjects
-from cohortseg.infer import ShardItem, segment_shard, write_shard_manifest
+from cohortseg.infer import ShardItem, cpu_compute_threads, segment_shard, write_shard_manifest
+from cohortseg.models import pick_device
 from cohortseg.shardjob import check_shard
 from cohortseg.workflow import segmentation_path
 
@@ -15,6 +19,8 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, help="the shard's manifest (TSV) to write")
     parser.add_argument("--inference", type=json_arg, required=True, help="inference config")
     args = parser.parse_args()
+    if pick_device(args.inference["device"]).type == "cpu":
+        torch.set_num_threads(cpu_compute_threads(os.environ))
     subjects = shard_subjects(args, "infer")
     items = [ShardItem(s.subject, s.image, segmentation_path(s.subject)) for s in subjects]
     check_shard(segment_shard(args.checkpoint, items, args.inference))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -188,3 +189,10 @@ def test_a_redacted_run_logs_an_unreadable_image_without_its_path(
     assert [f.subject for f in failures] == ["sub-x"]
     logged = "\n".join(caplog.text.splitlines()) + str(failures[0])
     assert "sub-x" in logged and "Doe_Jane" not in logged
+
+
+def test_cpu_inference_leaves_one_core_to_the_readers_and_writers():
+    assert infer.cpu_compute_threads({"OMP_NUM_THREADS": "8"}) == 7
+    assert infer.cpu_compute_threads({"OMP_NUM_THREADS": "2"}) == 1
+    assert infer.cpu_compute_threads({"OMP_NUM_THREADS": "1"}) == 1
+    assert infer.cpu_compute_threads({}) == max(1, (os.cpu_count() or 1) - 1)
