@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pytest
+from test_geometry import brute_force_box
 
 from cohortseg.io import save_nifti
 from cohortseg.phantoms import demo_affine
@@ -29,16 +29,6 @@ def ball(shape, centre, radius_vox):
 
 def oblique_affine(seed: int, shape=(30, 28, 24), spacing=(1.0, 1.2, 1.5)) -> np.ndarray:
     return demo_affine(np.random.default_rng(seed), shape, spacing)
-
-
-def brute_force_box(mask, affine):
-    """World box of every corner of every voxel of the mask."""
-    corners = []
-    for i, j, k in np.argwhere(mask):
-        for d in itertools.product((-0.5, 0.5), repeat=3):
-            corners.append(affine[:3, :3] @ (np.array([i, j, k]) + d) + affine[:3, 3])
-    corners = np.array(corners)
-    return corners.min(axis=0), corners.max(axis=0)
 
 
 def test_volume_surface_components_and_box_of_two_balls():
