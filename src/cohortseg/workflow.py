@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,7 @@ class WorkflowCohort:
     shards: dict[str, list[str]]
     inference_splits: tuple[str, ...]
 
-    @property
+    @cached_property
     def by_id(self) -> dict[str, Subject]:
         return {s.subject: s for s in self.subjects}
 

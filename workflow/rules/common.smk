@@ -77,7 +77,7 @@ meshes_manifest = wf.meshes_manifest_path
 
 def stage_outputs(stage):
     """Every shard output of a stage (what a joining rule takes)."""
-    return wf.stage_outputs(COHORT, stage)
+    return [wf.STAGE_OUTPUT[stage](shard) for shard in STAGE_SHARDS[stage]]
 
 
 def meshes_of(subject):
