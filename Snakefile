@@ -17,6 +17,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/convert.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/privacy.smk"
 include: "workflow/rules/plan.smk"
@@ -41,5 +42,6 @@ rule all:
         "results/report/run.html",
         MESHES,
         MAPPING_TARGETS,
+        DICOM_SEGS,
         # every inference shard's manifest (it stands for the shard's segmentations)
         stage_outputs("infer"),

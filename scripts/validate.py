@@ -3,7 +3,9 @@
 import argparse
 
 from cohortseg.cli import add_shard_arguments, json_arg, run, shard_subjects
+from cohortseg.convert import conversion_problems
 from cohortseg.validate import validate_subjects, write_problems
+from cohortseg.workflow import convert_manifest_path
 
 
 def main() -> None:
@@ -14,7 +16,9 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="TSV of problems")
     args = parser.parse_args()
     subjects = shard_subjects(args, "validate")
-    write_problems(args.output, validate_subjects(subjects, args.validation, args.n_classes))
+    known = conversion_problems(convert_manifest_path(args.shard))
+    problems = validate_subjects(subjects, args.validation, args.n_classes, known)
+    write_problems(args.output, problems)
 
 
 if __name__ == "__main__":

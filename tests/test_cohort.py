@@ -146,7 +146,7 @@ def test_two_subjects_sharing_one_image_are_named(tmp_path):
 # demo_subjects
 
 
-DEMO = {"subjects_per_split": {"train": 3, "val": 1, "test": 2, "infer": 2}}
+DEMO = {"subjects_per_split": {"train": 3, "val": 1, "test": 2, "infer": 2}, "format": "nifti"}
 
 
 def test_demo_subjects_ids_and_splits_follow_the_config():
@@ -172,7 +172,7 @@ def test_demo_subjects_are_a_pure_function_of_the_config(tmp_path, monkeypatch):
 
     assert first == again
     assert os.listdir(tmp_path) == []  # nothing written
-    assert demo_subjects({"subjects_per_split": {"train": 1}}) == [first[0]]
+    assert demo_subjects({"subjects_per_split": {"train": 1}, "format": "nifti"}) == [first[0]]
 
 
 # --------------------------------------------------------------------------------------------

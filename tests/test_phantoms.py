@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.geometry import spacing_of
+from cohortseg.cohort import demo_multi_frame_subject, demo_subjects
+from cohortseg.dicom import find_series, read_series, select_series
+from cohortseg.dicomwrite import DEMO_PHI
+from cohortseg.geometry import corner_distance_mm, spacing_of
 from cohortseg.io import load_nifti
 from cohortseg.phantoms import demo_phantom, write_demo_subject
 
@@ -53,8 +56,8 @@ def test_different_subjects_get_different_affines():
 
 
 def test_written_demo_subjects_differ_in_geometry(tmp_path):
-    demo = {"shape": [16, 16, 12], "spacing_mm": [2.0, 2.0, 3.0], "seed": 0}
-    subjects = demo_subjects({"subjects_per_split": {"train": 2}}, root=str(tmp_path))
+    demo = {"shape": [16, 16, 12], "spacing_mm": [2.0, 2.0, 3.0], "seed": 0, "format": "nifti"}
+    subjects = demo_subjects({"subjects_per_split": {"train": 2}, "format": "nifti"}, str(tmp_path))
 
     for s in subjects:
         write_demo_subject(s, demo)
@@ -84,3 +87,26 @@ def test_phantom_works_for_a_non_cubic_shape():
     assert image.shape == label.shape == shape
     assert set(np.unique(label)) == {0, 1, 2, 3}
     np.testing.assert_array_less(np.abs(spacing_of(affine) / (1.0, 1.5, 2.5) - 1), 0.1 + 1e-9)
+
+
+def test_dicom_demo_converts_back_to_the_phantom_on_the_labels_grid(tmp_path):
+    """demo.format: dicom: oblique series, one of them one multi-frame object, with synthetic
+    patient data; each converts to the phantom's voxels on its NIfTI label's grid."""
+    demo = {
+        "subjects_per_split": {"train": 1, "val": 1, "test": 1},
+        "shape": [16, 14, 10],
+        "spacing_mm": [2.0, 2.0, 3.0],
+        "seed": 0,
+        "format": "dicom",
+    }
+    subjects = demo_subjects(demo, root=str(tmp_path))
+    assert demo_multi_frame_subject(demo) == subjects[2].subject
+    for s in subjects:
+        write_demo_subject(s, demo)
+        series, _ = find_series(s.image)
+        converted = read_series(select_series(series, None), 0.1)
+        label, affine = load_nifti(s.label, s.subject, dtype=np.uint8)
+        assert converted.multi_frame == (s.subject == demo_multi_frame_subject(demo))
+        assert converted.data.shape == label.shape
+        assert corner_distance_mm(converted.affine, affine, label.shape) < 0.01
+        assert pydicom.dcmread(series[0].files[0]).PatientID == DEMO_PHI["PatientID"]

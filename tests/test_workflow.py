@@ -220,6 +220,36 @@ def test_rule_threads_are_the_rules_cpus_per_task():
 # ------------------------------------------------------------------------------ inputs, markers
 
 
+def test_dicom_subjects_read_converted_files_and_only_they_are_converted(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tseries\n"
+        "a\ta.nii.gz\ta_label.nii.gz\ttrain\t\n"
+        "b\tdicom/b\tb_label.nii.gz\ttrain\tSAG_3D_DESS\n"
+        "c\tc.nii.gz\tc_seg.dcm\tval\t\n"
+        "d\tdicom/d\t\tinfer\t\n"
+    )
+    config = default_config()
+    config.update(samples=str(sheet), shard_size=2)
+    cohort = wf.workflow_cohort(config)
+    assert cohort.dicom == {"b", "c", "d"}
+    assert cohort.by_id["b"].image == wf.converted_paths("b")["image"]
+    assert cohort.by_id["b"].label == str(tmp_path / "b_label.nii.gz")
+    assert cohort.by_id["c"].label == wf.converted_paths("c")["label"]
+    assert cohort.source("b").image == str(tmp_path / "dicom" / "b")
+    assert cohort.source("b").series == "SAG_3D_DESS"
+    assert cohort.stage_shards("convert") == {"00000": ["b"], "00001": ["c", "d"]}
+    assert wf.stage_outputs(cohort, "convert") == [
+        "results/converted/00000.tsv",
+        "results/converted/00001.tsv",
+    ]
+    # converted files are stood for by their shard's manifest, never tracked themselves
+    converted = [cohort.by_id[s].image for s in "abd"]
+    assert wf.tracked(converted, demo=True) == [converted[0]]
+    # conversion runs before validation: no job of it leaves anything out
+    assert [s.subject for s in wf.job_subjects(cohort, "convert", "00001", "skip")] == ["c", "d"]
+
+
 def test_real_cohort_inputs_are_tracked_only_where_they_exist(tmp_path):
     there = tmp_path / "a.nii.gz"
     there.write_bytes(b"x")

@@ -13,6 +13,10 @@ from cohortseg.io import read_tsv
 
 SPLITS = ("train", "val", "test", "infer")
 SHEET_COLUMNS = ("subject", "image", "label", "split")
+#: Optional sheet column: which DICOM series of the image folder to read (a SeriesInstanceUID,
+#: or a regular expression searched in SeriesDescription).
+SERIES_COLUMN = "series"
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 @dataclass(frozen=True)
@@ -24,17 +28,29 @@ class Subject:
     subject
         Unique id, used in every file name.
     image
-        Path of the image NIfTI.
+        Path of the image: a NIfTI file, or a DICOM series (a folder, or one multi-frame
+        file; see :func:`is_dicom`).
     label
-        Path of the label map NIfTI, or ``None`` when the subject is unlabelled.
+        Path of the label map (NIfTI, or a DICOM SEG file), or ``None`` when unlabelled.
     split
         One of ``train``, ``val``, ``test``, ``infer``.
+    series
+        Which series of a DICOM image folder to read (the sheet's ``series`` column), or
+        ``None``: the config's ``dicom.series``, else the folder's only series.
     """
 
     subject: str
     image: str
     label: str | None
     split: str
+    series: str | None = None
+
+
+def is_dicom(path: str | None) -> bool:
+    """Whether an image or label path names DICOM (a folder or a ``.dcm`` file): anything
+    that is not ``.nii``/``.nii.gz``. Decided by name alone, so that planning a cohort opens no
+    file."""
+    return bool(path) and not str(path).endswith(NIFTI_SUFFIXES)
 
 
 def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
@@ -67,6 +83,7 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
         if not image:
             raise CohortsegError(f"sample sheet {sheet}, line {line} ({sid}): empty image")
         label = (row["label"] or "").strip() or None
+        series = (row.get(SERIES_COLUMN) or "").strip() or None
         if split in ("train", "val") and label is None:
             raise CohortsegError(
                 f"sample sheet {sheet}, line {line} ({sid}): {split} needs a label"
@@ -77,6 +94,7 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
                 image=_resolve(sheet.parent, image),
                 label=_resolve(sheet.parent, label) if label else None,
                 split=split,
+                series=series,
             )
         )
     check_unique(subjects, str(sheet))
@@ -108,7 +126,8 @@ def demo_subjects(demo: Mapping, root: str = "resources/demo") -> list[Subject]:
     """The demo cohort's subjects, as a pure function of the ``demo`` config section.
 
     Subject ids are ``demo-001``… in split order train, val, test, infer; ``infer`` subjects
-    have no label.
+    have no label. With ``demo.format: dicom`` each image is a folder holding a DICOM series
+    (labels stay NIfTI, on the grid the series converts to).
     """
     subjects = []
     index = 0
@@ -117,8 +136,20 @@ def demo_subjects(demo: Mapping, root: str = "resources/demo") -> list[Subject]:
             index += 1
             sid = f"demo-{index:03d}"
             label = f"{root}/labels/{sid}.nii.gz" if split != "infer" else None
-            subjects.append(Subject(sid, f"{root}/images/{sid}.nii.gz", label, split))
+            image = (
+                f"{root}/dicom/{sid}"
+                if demo["format"] == "dicom"
+                else f"{root}/images/{sid}.nii.gz"
+            )
+            subjects.append(Subject(sid, image, label, split))
     return subjects
+
+
+def demo_multi_frame_subject(demo: Mapping) -> str:
+    """The demo subject written as one multi-frame (enhanced) DICOM object under
+    ``demo.format: dicom`` (the first test subject; the others: one file per slice)."""
+    counts = demo["subjects_per_split"]
+    return f"demo-{int(counts.get('train', 0)) + int(counts.get('val', 0)) + 1:03d}"
 
 
 def load_cohort(config: Mapping) -> list[Subject]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from cohortseg.cohort import Subject
+from cohortseg.cohort import Subject, demo_multi_frame_subject
 from cohortseg.io import save_nifti
 
 
@@ -117,11 +117,24 @@ def demo_phantom(
 
 
 def write_demo_subject(subject: Subject, demo: Mapping) -> None:
-    """Synthesise the demo subject and write its image (and label, if it has one)."""
+    """Synthesise the demo subject and write its image (and label, if it has one).
+
+    With ``demo.format: dicom`` the image is an oblique MR series in the folder
+    ``subject.image`` (one file per slice; one multi-frame object for
+    :func:`~cohortseg.cohort.demo_multi_frame_subject`), carrying synthetic patient and
+    institution attributes (:data:`~cohortseg.dicomwrite.DEMO_PHI`) that must never reach the
+    results; the label is written on the grid that series converts to.
+    """
     index = int(subject.subject.rsplit("-", 1)[1])
-    image, label, affine = demo_phantom(
-        demo["shape"], demo["spacing_mm"], seed=int(demo["seed"]) * 100003 + index
-    )
-    save_nifti(subject.image, image, affine)
+    seed = int(demo["seed"]) * 100003 + index
+    image, label, affine = demo_phantom(demo["shape"], demo["spacing_mm"], seed=seed)
+    if demo["format"] == "dicom":
+        from cohortseg.dicomwrite import along_normal, write_series
+
+        affine, (image, label) = along_normal(affine, image, label)
+        multi = subject.subject == demo_multi_frame_subject(demo)
+        write_series(subject.image, image, affine, multi_frame=multi, seed=seed)
+    else:
+        save_nifti(subject.image, image, affine)
     if subject.label:
         save_nifti(subject.label, label, affine)

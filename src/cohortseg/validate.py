@@ -162,11 +162,19 @@ def validate_subject(
 
 
 def validate_subjects(
-    subjects: Sequence[Subject], settings: Mapping, n_classes: int
+    subjects: Sequence[Subject],
+    settings: Mapping,
+    n_classes: int,
+    known: Sequence[Problem] = (),
 ) -> list[Problem]:
-    """Validate several subjects (one shard); logs each problem."""
-    problems = []
+    """Validate several subjects (one shard); logs each problem. Subjects with ``known``
+    problems (their DICOM inputs could not be converted) are reported with those, unopened."""
+    problems = list(known)
+    for p in known:
+        log.warning("%s", p)
     for s in subjects:
+        if any(p.subject == s.subject for p in known):
+            continue
         found = validate_subject(
             s, n_classes, int(settings["max_dim"]), float(settings["affine_tolerance_mm"])
         )

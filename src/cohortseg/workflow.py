@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cohortseg.cohort import SPLITS, Subject, load_cohort, shard_table
+from cohortseg.cohort import SPLITS, Subject, is_dicom, load_cohort, shard_table
 from cohortseg.errors import CohortsegError
 from cohortseg.io import read_tsv
 from cohortseg.privacy import load_key, pseudonymize
@@ -80,6 +80,7 @@ def load_schema(path: str | os.PathLike[str]) -> dict:
 
 #: The splits each sharded stage works on (``None``: the config's ``inference.splits``).
 STAGE_SPLITS: dict[str, tuple[str, ...] | None] = {
+    "convert": SPLITS,
     "validate": SPLITS,
     "preprocess": ("train", "val"),
     "patches": ("train",),
@@ -87,7 +88,10 @@ STAGE_SPLITS: dict[str, tuple[str, ...] | None] = {
     "evaluate": None,
     "stats": None,
     "meshes": None,
+    "dicom_seg": None,
 }
+#: Stages that work only on the subjects with DICOM inputs.
+DICOM_STAGES = ("convert", "dicom_seg")
 
 
 def auto_shard_size(n_subjects: int) -> int:
@@ -146,16 +150,29 @@ class WorkflowCohort:
         shards.
     inference_splits
         The splits that are segmented.
+    dicom
+        Ids of the subjects with a DICOM image or label: their ``subjects`` entries name the
+        NIfTI files the ``convert`` stage makes (:func:`converted_paths`), and
+        :meth:`source` their DICOM inputs.
     """
 
     sheet_subjects: tuple[Subject, ...]
     subjects: tuple[Subject, ...]
     shards: dict[str, list[str]]
     inference_splits: tuple[str, ...]
+    dicom: frozenset[str] = field(default_factory=frozenset)
 
     @cached_property
     def by_id(self) -> dict[str, Subject]:
         return {s.subject: s for s in self.subjects}
+
+    @cached_property
+    def _sources(self) -> dict[str, Subject]:
+        return {s.subject: src for s, src in zip(self.subjects, self.sheet_subjects, strict=True)}
+
+    def source(self, subject: str) -> Subject:
+        """The subject as the sample sheet gives it (its input files, DICOM or NIfTI)."""
+        return self._sources[subject]
 
     def split_ids(self, split: str) -> list[str]:
         """Ids of the ``split`` subjects, in sheet order."""
@@ -171,6 +188,8 @@ class WorkflowCohort:
         splits = set(self.stage_splits(stage))
         by_id = self.by_id
         table = {k: [s for s in m if by_id[s].split in splits] for k, m in self.shards.items()}
+        if stage in DICOM_STAGES:
+            table = {k: [s for s in m if s in self.dicom] for k, m in table.items()}
         return {k: members for k, members in table.items() if members}
 
 
@@ -184,9 +203,20 @@ def workflow_cohort(config: Mapping) -> WorkflowCohort:
     size = resolve_shard_size(config["shard_size"], len(subjects))
     return WorkflowCohort(
         sheet_subjects=tuple(sheet),
-        subjects=tuple(subjects),
+        subjects=tuple(_readable(s) for s in subjects),
         shards=shard_table([s.subject for s in subjects], size),
         inference_splits=tuple(config["inference"]["splits"]),
+        dicom=frozenset(s.subject for s in subjects if is_dicom(s.image) or is_dicom(s.label)),
+    )
+
+
+def _readable(subject: Subject) -> Subject:
+    """``subject`` with its DICOM inputs replaced by the NIfTI files ``convert`` makes."""
+    converted = converted_paths(subject.subject)
+    return replace(
+        subject,
+        image=converted["image"] if is_dicom(subject.image) else subject.image,
+        label=converted["label"] if is_dicom(subject.label) else subject.label,
     )
 
 
@@ -219,7 +249,7 @@ def job_subjects(cohort: WorkflowCohort, stage: str, shard: str, on_invalid: str
     members = cohort.stage_shards(stage).get(shard, [])
     invalid = (
         excluded_subjects(validation_shard_path(shard), on_invalid)
-        if stage != "validate"
+        if stage not in ("convert", "validate")
         else set()
     )
     by_id = cohort.by_id
@@ -234,6 +264,33 @@ VALIDATION_OK = "results/qc/validation.ok"
 PLAN = "results/plan/plan.json"
 FINGERPRINT = "results/plan/fingerprint.json"
 TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
+
+
+CONVERTED_DIR = "results/converted"
+
+
+def converted_paths(subject: str) -> dict[str, str]:
+    """The NIfTI files a subject's DICOM image and label (a SEG) are converted to."""
+    return {
+        "image": f"{CONVERTED_DIR}/{subject}/image.nii.gz",
+        "label": f"{CONVERTED_DIR}/{subject}/label.nii.gz",
+    }
+
+
+def convert_manifest_path(shard: str) -> str:
+    """The table a conversion shard writes last: subject, image, label, their SHA-256, and the
+    problem that stopped a subject's conversion (empty when none)."""
+    return f"{CONVERTED_DIR}/{shard}.tsv"
+
+
+def dicom_seg_path(subject: str) -> str:
+    """A subject's segmentation as a DICOM Segmentation object (``outputs.dicom_seg``)."""
+    return f"results/dicom_seg/{subject}.dcm"
+
+
+def dicom_seg_manifest_path(shard: str) -> str:
+    """The table a DICOM SEG shard writes last: subject, dicom_seg, SHA-256."""
+    return f"results/dicom_seg/{shard}.tsv"
 
 
 def segmentation_path(subject: str) -> str:
@@ -298,6 +355,7 @@ def stats_shard_path(shard: str) -> str:
 
 #: What a shard job of each stage writes (its one declared output).
 STAGE_OUTPUT = {
+    "convert": convert_manifest_path,
     "validate": validation_shard_path,
     "preprocess": preprocessed_manifest_path,
     "patches": patch_manifest_path,
@@ -305,6 +363,7 @@ STAGE_OUTPUT = {
     "evaluate": metrics_shard_path,
     "stats": stats_shard_path,
     "meshes": meshes_manifest_path,
+    "dicom_seg": dicom_seg_manifest_path,
 }
 
 
@@ -423,15 +482,16 @@ def train_launcher(training: Mapping, cluster: Mapping) -> str:
 def tracked(paths: Iterable[str | None], demo: bool) -> list[str]:
     """The input files Snakemake should track: all of them for the demo cohort (a rule makes
     them), else those that exist, so that a missing file reaches the validator, which reports
-    it with the subject, instead of stopping the whole DAG."""
-    present = [p for p in paths if p]
+    it with the subject, instead of stopping the whole DAG. Files that ``convert`` makes from
+    DICOM are not among them: its shard's manifest stands for them."""
+    present = [p for p in paths if p and not p.startswith(f"{CONVERTED_DIR}/")]
     return present if demo else [p for p in present if os.path.exists(p)]
 
 
 def made_by_rules(paths: Iterable[str | None], demo: bool) -> list[str]:
     """Those of ``paths`` that a rule makes (the demo cohort's files), for rules that read
     input files without needing Snakemake to track them."""
-    return [p for p in paths if p] if demo else []
+    return tracked(paths, demo) if demo else []
 
 
 # ------------------------------------------------------------------------------ rerun markers

@@ -41,9 +41,9 @@ def planted_cohort(root):
     return root / "samples.tsv"
 
 
-def leaks(directory):
-    """(file, string) for every planted string found in the bytes of any file (and in the
-    decompressed bytes of gzip files) under ``directory``."""
+def leaks(directory, secrets=(NAME, BIRTH, MRN)):
+    """(file, secret) for each secret found in the bytes of any file (and in the decompressed
+    bytes of gzip files) or in the path of a file under ``directory``."""
     found = []
     for dirpath, _, files in os.walk(directory):
         for name in files:
@@ -51,16 +51,15 @@ def leaks(directory):
             blobs = [open(path, "rb").read()]
             if name.endswith(".gz"):
                 blobs.append(gzip.decompress(blobs[0]))
-            for secret in (NAME, BIRTH, MRN):
+            for secret in secrets:
                 if any(secret.encode() in b for b in blobs) or secret in path:
                     found.append((path, secret))
     return found
 
 
-def test_nothing_identifying_reaches_results_or_logs(tmp_path):
-    sheet = planted_cohort(tmp_path / "data")
-    work = tmp_path / "work"
-    mapping = tmp_path / "private" / "mapping.tsv"
+def pseudonymised_run(work, sheet, privacy: str = "", *config: str) -> None:
+    """The workflow on ``sheet`` with ``privacy.pseudonymize`` on (and ``privacy``'s other
+    keys, YAML) and a key in the environment, with the FAST test settings."""
     os.environ["COHORTSEG_PSEUDONYM_KEY"] = "test-key-not-secret"
     try:
         snakemake(
@@ -69,11 +68,19 @@ def test_nothing_identifying_reaches_results_or_logs(tmp_path):
             "2",
             "--config",
             f"samples={sheet}",
-            f"privacy={{pseudonymize: true, mapping_file: {mapping}}}",
+            f"privacy={{pseudonymize: true{privacy}}}",
+            *config,
             *FAST,
         )
     finally:
         del os.environ["COHORTSEG_PSEUDONYM_KEY"]
+
+
+def test_nothing_identifying_reaches_results_or_logs(tmp_path):
+    sheet = planted_cohort(tmp_path / "data")
+    work = tmp_path / "work"
+    mapping = tmp_path / "private" / "mapping.tsv"
+    pseudonymised_run(work, sheet, f", mapping_file: {mapping}")
     segs = list((work / "results" / "segmentations").iterdir())
     assert len(segs) == 7
     assert (work / "results" / "metrics.tsv").exists()

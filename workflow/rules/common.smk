@@ -115,10 +115,28 @@ def made_by_rules(paths):
 
 def member_files(stage, kind):
     """Input function: the `kind` ("image" or "label") files of the shard's members that
-    Snakemake should track."""
-    return lambda w: tracked(
-        getattr(BY_ID[s], kind) for s in STAGE_SHARDS[stage][w.shard]
-    )
+    Snakemake should track, and the shard's conversion manifest where members' files are
+    converted from DICOM (it stands for those files: its SHA-256 columns change with them).
+    """
+
+    def files(w):
+        ids = STAGE_SHARDS[stage][w.shard]
+        return tracked(getattr(BY_ID[s], kind) for s in ids) + converted(ids, w.shard)
+
+    return files
+
+
+def converted(ids, shard):
+    """The shard's conversion manifest if any of `ids` has DICOM inputs, else nothing."""
+    dicom = any(s in COHORT.dicom for s in ids)
+    return [wf.convert_manifest_path(shard)] if dicom else []
+
+
+def dicom_sources(w):
+    """Input function of `convert`: the DICOM inputs of the shard's members that a rule makes
+    (the demo's series folders); a real cohort's are read, not tracked."""
+    sources = [COHORT.source(s) for s in STAGE_SHARDS["convert"][w.shard]]
+    return made_by_rules([p for s in sources for p in (s.image, s.label)])
 
 
 def incomplete_marker(stage, *columns):

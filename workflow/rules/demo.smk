@@ -1,9 +1,14 @@
 # The demo cohort: synthetic phantoms, one job per subject (used only when samples == "demo").
+# With demo.format: dicom each image is a folder holding an MR series (labels stay NIfTI).
 
 
 rule demo_subject:
     output:
-        image="resources/demo/images/{subject}.nii.gz",
+        image=(
+            directory("resources/demo/dicom/{subject}")
+            if config["demo"]["format"] == "dicom"
+            else "resources/demo/images/{subject}.nii.gz"
+        ),
         label="resources/demo/labels/{subject}.nii.gz",
     log:
         "logs/demo_subject/{subject}.log",

@@ -7,7 +7,7 @@ rule evaluate:
         # so that each segmentation is named by two rules only (its shard and `all`): planning
         # 50,000 subjects stays fast.
         segmented=inference_manifest("{shard}"),
-        labels=lambda w: [BY_ID[s].label for s in members("infer")(w) if BY_ID[s].label],
+        labels=member_files("infer", "label"),
     output:
         wf.metrics_shard_path("{shard}"),
     log:

@@ -19,6 +19,7 @@ rule validate:
             ancient(p)
             for p in made_by_rules(BY_ID[s].label for s in members("validate")(w))
         ],
+        converted=lambda w: converted(members("validate")(w), w.shard),
     output:
         wf.validation_shard_path("{shard}"),
     log:

@@ -1,0 +1,32 @@
+"""Write each segmentation of one inference shard's DICOM subjects as a DICOM Segmentation
+object referencing its source series (results/dicom_seg/), then the shard's manifest."""
+
+import argparse
+
+from cohortseg.cli import add_shard_arguments, json_arg, run
+from cohortseg.dicomseg import shard_dicom_segs
+from cohortseg.workflow import workflow_cohort
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_shard_arguments(parser)
+    parser.add_argument("--dicom", type=json_arg, required=True, help="the dicom config, JSON")
+    parser.add_argument("--classes", nargs="+", required=True)
+    parser.add_argument("--segmented", required=True, help="the shard's inference manifest")
+    parser.add_argument("--model", required=True, help="the model checkpoint (names the SEG)")
+    parser.add_argument("--manifest", required=True, help="the shard's DICOM SEG manifest")
+    args = parser.parse_args()
+    shard_dicom_segs(
+        workflow_cohort(args.cohort),
+        args.cohort["privacy"],
+        args.segmented,
+        args.classes,
+        args.dicom,
+        args.model,
+        args.manifest,
+    )
+
+
+if __name__ == "__main__":
+    run(main)
