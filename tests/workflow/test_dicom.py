@@ -15,6 +15,7 @@ from cohortseg.dicomseg import seg_label_on_grid, write_dicom_seg
 from cohortseg.dicomwrite import along_normal, write_series
 from cohortseg.io import load_nifti, read_tsv
 from cohortseg.phantoms import demo_phantom
+from tests.workflow.conftest import job_counts, snakemake
 from tests.workflow.test_privacy import leaks, pseudonymised_run
 
 pytestmark = pytest.mark.slow
@@ -99,3 +100,14 @@ def test_dicom_cohort_end_to_end_pseudonymised(tmp_path):
     secrets = [*PHI.values(), "MRN5550123", "RoeRichard", *studies]
     assert leaks(results, secrets) == []
     assert leaks(work / "logs", secrets) == []
+
+
+def test_dicom_demo_plans_conversion_and_seg_in_shards(tmp_path):
+    """`--config demo="{format: dicom}"`: every stage as for NIfTI, plus one conversion job
+    per shard (and one DICOM SEG job per inference shard with outputs.dicom_seg)."""
+    proc = snakemake(
+        tmp_path, "-n", "--config", "demo={format: dicom}", "outputs={dicom_seg: true}"
+    )
+    counts = job_counts(proc.stdout)
+    assert counts["convert"] == counts["validate"] == counts["infer"] == counts["dicom_seg"] == 4
+    assert counts["demo_subject"] == 16

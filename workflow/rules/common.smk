@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 
+from cohortseg.cohort import is_dicom
 from cohortseg.errors import CohortsegError
 from cohortseg.patches import check_store
 from cohortseg.redact import REDACT_ENV
@@ -133,10 +134,11 @@ def converted(ids, shard):
 
 
 def dicom_sources(w):
-    """Input function of `convert`: the DICOM inputs of the shard's members that a rule makes
-    (the demo's series folders); a real cohort's are read, not tracked."""
+    """Input function of `convert`: the DICOM inputs (series folders, SEG files) of the
+    shard's members that exist or that a rule makes (the demo's), so that a folder whose
+    files were replaced or removed (its modification time) converts again."""
     sources = [COHORT.source(s) for s in STAGE_SHARDS["convert"][w.shard]]
-    return made_by_rules([p for s in sources for p in (s.image, s.label)])
+    return tracked([p for s in sources for p in (s.image, s.label) if is_dicom(p)])
 
 
 def incomplete_marker(stage, *columns):
