@@ -4,6 +4,7 @@ dataset over all stores."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,7 +133,7 @@ class PatchDataset:
         self.index: list[tuple[int, int]] = []
         for k, path in enumerate(self.paths):
             try:
-                with h5py.File(path, "r") as h5:
+                with read_store(path) as h5:
                     n = int(h5.attrs["n_patches"])
                     stored = str(h5.attrs["plan_hash"])
                     if h5["image"].shape[0] != n or h5["label"].shape[0] != n:
@@ -155,7 +156,7 @@ class PatchDataset:
         if self._pid != os.getpid():  # forked into a worker: never share a parent's handles
             self._handles, self._pid = {}, os.getpid()
         if k not in self._handles:
-            self._handles[k] = h5py.File(self.paths[k], "r")
+            self._handles[k] = read_store(self.paths[k])
         return self._handles[k]
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +179,14 @@ class PatchDataset:
         return [Path(p).name.removesuffix(".h5") for p in self.paths]
 
 
+def read_store(path: str | os.PathLike[str]) -> h5py.File:
+    """Open a patch store for reading. HDF5 opens files in C, out of sight of Python's audit
+    hooks, so this raises the audit event ``cohortseg.open`` with the path first (federated
+    training's isolation test records it)."""
+    sys.audit("cohortseg.open", str(path))
+    return h5py.File(path, "r")
+
+
 def check_store(path: str | os.PathLike[str]) -> str | None:
     """Cheap integrity check of a patch store (opens it, compares the recorded patch count with
     the datasets, reads the last patch); returns the problem, or ``None`` if it looks whole.
@@ -185,7 +194,7 @@ def check_store(path: str | os.PathLike[str]) -> str | None:
     Corruption inside other chunks is caught when training reads them (Fletcher-32).
     """
     try:
-        with h5py.File(path, "r") as h5:
+        with read_store(path) as h5:
             n = int(h5.attrs["n_patches"])
             if h5["image"].shape[0] != n or h5["label"].shape[0] != n or n < 1:
                 return f"recorded patch count {n} disagrees with the stored data"

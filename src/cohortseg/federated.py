@@ -1,0 +1,145 @@
+"""Federated training's two halves, free of Flower: a site's local round (the training loop's
+own step, augmentation and sampling on the site's patch stores, from the global weights, with
+FedProx's proximal term when asked) and the global model's checkpoint after each round, in the
+format inference reads (:func:`cohortseg.models.load_model`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader
+
+from cohortseg.augment import augment
+from cohortseg.checkpoint import save_checkpoint
+from cohortseg.io import read_json, write_json
+from cohortseg.models import build_network
+from cohortseg.patches import PatchDataset
+from cohortseg.sampling import EpochBatchSampler, seed_everything
+from cohortseg.train import PRECISIONS, lr_at, train_step
+
+log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
+
+
+def initial_state(model: Mapping, n_classes: int, seed: int) -> State:
+    """The global model's weights before round 1 (the same for the same seed)."""
+    seed_everything(seed)
+    return {k: v.detach().clone() for k, v in build_network(model, n_classes).state_dict().items()}
+
+
+class _ProximalLoss(torch.nn.Module):
+    """Dice + cross-entropy, plus FedProx's ``mu / 2 · ||w − w_global||²``."""
+
+    def __init__(self, net: torch.nn.Module, global_state: State, mu: float) -> None:
+        super().__init__()
+        self.base = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.net, self.mu = net, mu
+        self.anchor = [global_state[n].detach() for n, _ in net.named_parameters()]
+
+    def forward(self, output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        loss = self.base(output, label)
+        if self.mu > 0:
+            drift = sum(
+                ((p - a) ** 2).sum()
+                for p, a in zip(self.net.parameters(), self.anchor, strict=True)
+            )
+            loss = loss + self.mu / 2 * drift
+        return loss
+
+
+def local_round(
+    global_state: State,
+    config: Mapping,
+    plan: Mapping,
+    stores: Sequence[str],
+    server_round: int,
+    rounds: int,
+    steps: int,
+    proximal_mu: float = 0.0,
+    device: torch.device | None = None,
+) -> tuple[State, dict[str, float]]:
+    """``steps`` training steps of one site from the global weights.
+
+    The same step as central training (:func:`cohortseg.train.train_step`: AdamW, Dice + CE,
+    bf16 autocast on GPU), the same augmentation and seeded sampling (round ``r`` samples as
+    epoch ``r - 1`` would), the learning rate of ``training.learning_rate`` decayed over the
+    rounds as over epochs. A fresh optimizer each round (its moments are not shared).
+
+    Returns
+    -------
+    state
+        The site's weights after the round.
+    metrics
+        ``num-examples`` (the site's training patches, FedAvg's weight), ``train-loss`` (mean
+        over the round's steps) and ``steps``.
+    """
+    training = config["training"]
+    device = device or torch.device("cpu")
+    dtype = PRECISIONS[str(training["precision"])]
+    seed_everything(int(training["seed"]) + server_round)
+    dataset = PatchDataset(stores, plan_hash=plan["hash"])
+    sampler = EpochBatchSampler(
+        len(dataset), int(training["batch_size"]), steps, int(training["seed"]), 0, 1
+    )
+    sampler.set_epoch(server_round - 1)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
+    net = build_network(config["model"], len(plan["classes"]) + 1).to(device=device, dtype=dtype)
+    net.load_state_dict(global_state)
+    net.train()
+    lr = lr_at(server_round - 1, rounds, float(training["learning_rate"]))
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=lr, weight_decay=float(training["weight_decay"])
+    )
+    anchor = {k: v.to(device=device, dtype=dtype) for k, v in global_state.items()}
+    loss_fn = _ProximalLoss(net, anchor, proximal_mu)
+    losses = []
+    for step, (image, label) in enumerate(loader):
+        image = image.to(device, dtype=dtype)
+        label = label.to(device)
+        seeds = sampler.sample_seeds(server_round - 1, step)
+        image, label = augment(image, label, seeds, training["augmentation"])
+        losses.append(float(train_step(net, optimizer, loss_fn, image, label)))
+    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in net.state_dict().items()}
+    metrics = {
+        "num-examples": float(len(dataset)),
+        "train-loss": float(sum(losses) / len(losses)) if losses else math.nan,
+        "steps": float(len(losses)),
+    }
+    return state, metrics
+
+
+def save_global(
+    out_dir: str | Path, server_round: int, state: State, config: Mapping, plan: Mapping
+) -> Path:
+    """Write the global model after ``server_round`` as ``round_{N}.pt`` and ``best.pt`` (the
+    checkpoint inference reads) in ``out_dir``, and ``rounds.json`` (the last round done), from
+    which a restarted coordinator resumes."""
+    out = Path(out_dir)
+    checkpoint = {
+        "plan": plan,
+        "model_config": dict(config["model"]),
+        "model_state": state,
+        "federated_round": server_round,
+    }
+    path = out / f"round_{server_round:04d}.pt"
+    save_checkpoint(path, checkpoint)
+    save_checkpoint(out / "best.pt", checkpoint)
+    write_json(out / "rounds.json", {"last_round": server_round, "checkpoint": path.name})
+    return path
+
+
+def resume_point(out_dir: str | Path) -> tuple[int, State | None]:
+    """The last round whose global model was saved in ``out_dir`` and its weights, or
+    ``(0, None)`` when none was."""
+    marker = Path(out_dir) / "rounds.json"
+    if not marker.exists():
+        return 0, None
+    done = read_json(marker)
+    state = torch.load(Path(out_dir) / done["checkpoint"], map_location="cpu", weights_only=False)
+    return int(done["last_round"]), state["model_state"]

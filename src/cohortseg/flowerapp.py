@@ -1,0 +1,117 @@
+"""The Flower apps of federated training: the coordinator's ServerApp (rounds of FedAvg, or
+FedProx with ``proximal-mu`` > 0, sites weighted by their training patches; the global model
+saved after every round, and resumed from after a restart) and each site's ClientApp (a
+:func:`cohortseg.federated.local_round` on the site's own patch stores, which only its node
+config names). Only weights and metrics pass through Flower.
+
+Both apps can record every file their process opens (``open-log`` in the run config for the
+coordinator, in the node config for a site; Python audit hooks), so that a test can check that
+no site touched another's files and the coordinator touched no patch store or image.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from cohortseg.federated import initial_state, local_round, resume_point, save_global
+from cohortseg.io import read_json
+
+log = logging.getLogger(__name__)
+
+server_app = ServerApp()
+client_app = ClientApp()
+
+_recording: set[str] = set()
+
+
+def record_opened_files(log_path: str) -> None:
+    """Append the path of every file this process opens from now on to ``log_path``: Python's
+    ``open`` audit events, and ``cohortseg.open`` for the patch stores that HDF5 opens in C
+    (:func:`cohortseg.patches.read_store`). Once per process and log (an audit hook cannot be
+    removed)."""
+    if not log_path or log_path in _recording:
+        return
+    _recording.add(log_path)
+    handle = open(log_path, "a", buffering=1)  # noqa: SIM115 (open for the process's life)
+
+    def hook(event: str, args: tuple) -> None:
+        if event in ("open", "cohortseg.open") and args and isinstance(args[0], str | bytes | Path):
+            path = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+            if path != log_path:
+                handle.write(f"{path}\n")
+
+    sys.addaudithook(hook)
+
+
+@server_app.main()
+def coordinate(grid: Grid, context: Context) -> None:
+    """Run the remaining rounds of ``rounds`` and save the global model after each."""
+    rc = context.run_config
+    record_opened_files(str(rc["open-log"]))
+    config, plan = read_json(str(rc["config"])), read_json(str(rc["plan"]))
+    out_dir, rounds = str(rc["out-dir"]), int(rc["rounds"])
+    mu, min_sites = float(rc["proximal-mu"]), int(rc["min-sites"])
+    done, state = resume_point(out_dir)
+    if state is None:
+        state = initial_state(
+            config["model"], len(plan["classes"]) + 1, int(config["training"]["seed"])
+        )
+    if done >= rounds:
+        log.info("all %d rounds done already", rounds)
+        return
+    log.info("rounds %d..%d of %d, at least %d site(s)", done + 1, rounds, rounds, min_sites)
+    common = {
+        "fraction_evaluate": 0.0,
+        "min_train_nodes": min_sites,
+        "min_available_nodes": min_sites,
+    }
+    strategy = FedProx(proximal_mu=mu, **common) if mu > 0 else FedAvg(**common)
+
+    def save(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None  # the initial weights
+        save_global(out_dir, done + server_round, arrays.to_torch_state_dict(), config, plan)
+        return MetricRecord({"round": done + server_round})
+
+    train_config = {"rounds": rounds, "round-offset": done, "local-steps": int(rc["local-steps"])}
+    if mu <= 0:
+        train_config["proximal-mu"] = 0.0
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(state),
+        num_rounds=rounds - done,
+        train_config=ConfigRecord(train_config),
+        evaluate_fn=save,
+    )
+
+
+@client_app.train()
+def site_round(msg: Message, context: Context) -> Message:
+    """One local round on this site's patch stores (node config ``stores``: a file listing
+    them, one per line; ``config``, ``plan``: JSON files the site holds)."""
+    node = context.node_config
+    record_opened_files(str(node.get("open-log", "")))
+    cfg = msg.content["config"]
+    config, plan = read_json(str(node["config"])), read_json(str(node["plan"]))
+    stores = [s for s in Path(str(node["stores"])).read_text().splitlines() if s]
+    server_round = int(cfg["round-offset"]) + int(cfg["server-round"])
+    state, metrics = local_round(
+        msg.content["arrays"].to_torch_state_dict(),
+        config,
+        plan,
+        stores,
+        server_round,
+        int(cfg["rounds"]),
+        int(cfg["local-steps"]),
+        float(cfg["proximal-mu"]),
+    )
+    log.info("site %s: round %d, %s", node.get("site", "?"), server_round, metrics)
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)

@@ -1,0 +1,107 @@
+"""Federated training on Flower: a site's local round, the global model's checkpoints, and real
+SuperLink and SuperNode processes running rounds of FedAvg between two sites that never see
+each other's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import CONFIG, make_inputs
+
+from cohortseg.federated import initial_state, local_round, resume_point, save_global
+from cohortseg.federation import local_federation, run_app
+from cohortseg.models import load_model
+
+
+def distance(a, b) -> float:
+    return float(
+        sum(((a[k].float() - b[k].float()) ** 2).sum() for k in a if a[k].is_floating_point())
+    )
+
+
+def test_local_round_trains_from_the_global_weights_and_fedprox_stays_closer(
+    tmp_path, phantom_files, small_plan
+):
+    stores, _ = make_inputs(tmp_path, phantom_files, small_plan)
+    start = initial_state(CONFIG["model"], len(small_plan["classes"]) + 1, seed=0)
+    assert distance(start, initial_state(CONFIG["model"], len(small_plan["classes"]) + 1, 0)) == 0
+    plain, metrics = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3)
+    again, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3)
+    prox, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3, proximal_mu=100.0)
+    assert metrics["num-examples"] == 12 and metrics["steps"] == 3
+    assert distance(plain, again) == 0  # seeded, one process: the same steps
+    assert 0 < distance(prox, start) < distance(plain, start)
+
+
+def test_global_model_checkpoint_is_what_inference_loads_and_resume_finds(tmp_path, small_plan):
+    state = initial_state(CONFIG["model"], len(small_plan["classes"]) + 1, seed=0)
+    assert resume_point(tmp_path) == (0, None)
+    save_global(tmp_path, 3, state, CONFIG, small_plan)
+    done, resumed = resume_point(tmp_path)
+    assert done == 3 and distance(resumed, state) == 0
+    net, plan = load_model(str(tmp_path / "best.pt"), torch.device("cpu"))
+    assert plan["hash"] == small_plan["hash"]
+
+
+@pytest.mark.slow
+def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
+    tmp_path, phantom_files, small_plan
+):
+    stores, _ = make_inputs(tmp_path / "inputs", phantom_files, small_plan)
+    shared = tmp_path / "coordinator"
+    shared.mkdir()
+    (shared / "config.json").write_text(json.dumps(CONFIG))
+    (shared / "plan.json").write_text(json.dumps(small_plan))
+    sites = {}
+    for site, mine in (("a", stores[:2]), ("b", stores[2:])):
+        folder = tmp_path / f"site-{site}"
+        folder.mkdir()
+        moved = []
+        for store in mine:
+            target = folder / Path(store).name
+            Path(store).rename(target)
+            moved.append(str(target))
+        (folder / "stores.txt").write_text("\n".join(moved) + "\n")
+        (folder / "config.json").write_text(json.dumps(CONFIG))
+        (folder / "plan.json").write_text(json.dumps(small_plan))
+        sites[site] = {
+            "stores": str(folder / "stores.txt"),
+            "config": str(folder / "config.json"),
+            "plan": str(folder / "plan.json"),
+            "open-log": str(tmp_path / f"opened-{site}.txt"),
+        }
+    run_config = {
+        "config": str(shared / "config.json"),
+        "plan": str(shared / "plan.json"),
+        "out-dir": str(shared / "model"),
+        "rounds": 2,
+        "local-steps": 2,
+        "proximal-mu": 0.0,
+        "min-sites": 2,
+        "open-log": str(tmp_path / "opened-coordinator.txt"),
+    }
+    with local_federation(sites, tmp_path / "flower") as federation:
+        run_app(federation, run_config, tmp_path / "flwr-run.log", timeout_s=600)
+        assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 2
+        # a restarted coordinator resumes after the last saved round
+        run_app(federation, {**run_config, "rounds": 3}, tmp_path / "flwr-run-2.log", timeout_s=600)
+    assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 3
+    assert sorted(p.name for p in (shared / "model").glob("round_*.pt")) == [
+        "round_0001.pt",
+        "round_0002.pt",
+        "round_0003.pt",
+    ]
+    load_model(str(shared / "model" / "best.pt"), torch.device("cpu"))
+    # isolation, checked: each site opened its own stores and none of the other's files
+    opened = {s: (tmp_path / f"opened-{s}.txt").read_text().splitlines() for s in ("a", "b")}
+    for site, other in (("a", "b"), ("b", "a")):
+        assert any(
+            p.startswith(f"{tmp_path}/site-{site}/") and p.endswith(".h5") for p in opened[site]
+        )
+        assert not [p for p in opened[site] if p.startswith(f"{tmp_path}/site-{other}/")]
+    coordinator = (tmp_path / "opened-coordinator.txt").read_text().splitlines()
+    data = (".h5", ".nii", ".nii.gz")
+    assert not [p for p in coordinator if p.endswith(data) or p.startswith(f"{tmp_path}/site-")]
