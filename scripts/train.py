@@ -1,9 +1,11 @@
 """Train the segmentation network on the patch stores.
 
-Every rank runs this same command: ``python scripts/train.py ...`` for ``training.backend``
-``single``; under ``torchrun --nproc-per-node N`` or ``srun --ntasks N`` for ``ddp``; under
-``horovodrun --gloo -np N -H host:N`` for ``horovod``. If ``last.pt`` in the checkpoint
-directory belongs to the same run, training resumes from it.
+With ``training.backend: federated`` it starts a Flower federation on this machine (a
+SuperLink and one SuperNode per site of the sample sheet) and runs ``federated.rounds`` rounds.
+Otherwise every rank runs this same command: ``python scripts/train.py ...`` for
+``training.backend`` ``single``; under ``torchrun --nproc-per-node N`` or ``srun --ntasks N``
+for ``ddp``; under ``horovodrun --gloo -np N -H host:N`` for ``horovod``. If ``last.pt`` in the
+checkpoint directory belongs to the same run, training resumes from it.
 
 Exit status: 0 when training finished, 1 for a configuration or input error, 75 when SIGTERM or
 SIGUSR1 stopped training after a checkpoint was written (run the same command again to
@@ -15,9 +17,10 @@ import sys
 
 from cohortseg.checkpoint import EXIT_INTERRUPTED, TrainingInterrupted
 from cohortseg.cli import json_arg, run
+from cohortseg.federation import train_federated
 from cohortseg.io import read_json
 from cohortseg.train import train
-from cohortseg.workflow import read_subjects, training_inputs
+from cohortseg.workflow import read_subjects, training_inputs, workflow_cohort
 
 
 def main() -> None:
@@ -57,6 +60,19 @@ def main() -> None:
         parser.error("--stores needs --val")
     else:
         stores, val = args.stores, read_subjects(args.val)
+    if args.config["training"]["backend"] == "federated":
+        if args.cohort is None:
+            parser.error("training.backend federated needs --cohort")
+        train_federated(
+            args.config,
+            args.plan,
+            workflow_cohort(args.cohort),
+            stores,
+            val,
+            args.out_dir,
+            args.checkpoint_dir or args.out_dir,
+        )
+        return
     try:
         train(
             args.config,

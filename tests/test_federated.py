@@ -68,6 +68,7 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         (folder / "config.json").write_text(json.dumps(CONFIG))
         (folder / "plan.json").write_text(json.dumps(small_plan))
         sites[site] = {
+            "site-index": len(sites),
             "stores": str(folder / "stores.txt"),
             "config": str(folder / "config.json"),
             "plan": str(folder / "plan.json"),
@@ -82,6 +83,7 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         "proximal-mu": 0.0,
         "min-sites": 2,
         "open-log": str(tmp_path / "opened-coordinator.txt"),
+        "sites": "a,b",
     }
     with local_federation(sites, tmp_path / "flower") as federation:
         run_app(federation, run_config, tmp_path / "flwr-run.log", timeout_s=600)
@@ -95,6 +97,8 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         "round_0003.pt",
     ]
     load_model(str(shared / "model" / "best.pt"), torch.device("cpu"))
+    rounds = json.loads((shared / "model" / "rounds_log.json").read_text())
+    assert [r["round"] for r in rounds] == [1, 2, 3]  # sites without val subjects: no Dice
     # isolation, checked: each site opened its own stores and none of the other's files
     opened = {s: (tmp_path / f"opened-{s}.txt").read_text().splitlines() for s in ("a", "b")}
     for site, other in (("a", "b"), ("b", "a")):

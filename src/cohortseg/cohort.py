@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ SHEET_COLUMNS = ("subject", "image", "label", "split")
 #: Optional sheet column: which DICOM series of the image folder to read (a SeriesInstanceUID,
 #: or a regular expression searched in SeriesDescription).
 SERIES_COLUMN = "series"
+#: Optional sheet column: the hospital (site) holding a subject's data, for federated training.
+SITE_COLUMN = "site"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -37,6 +40,9 @@ class Subject:
     series
         Which series of a DICOM image folder to read (the sheet's ``series`` column), or
         ``None``: the config's ``dicom.series``, else the folder's only series.
+    site
+        The site holding the subject's data (the sheet's ``site`` column; federated
+        training), or ``None``.
     """
 
     subject: str
@@ -44,6 +50,7 @@ class Subject:
     label: str | None
     split: str
     series: str | None = None
+    site: str | None = None
 
 
 def is_dicom(path: str | None) -> bool:
@@ -84,6 +91,9 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
             raise CohortsegError(f"sample sheet {sheet}, line {line} ({sid}): empty image")
         label = (row["label"] or "").strip() or None
         series = (row.get(SERIES_COLUMN) or "").strip() or None
+        site = (row.get(SITE_COLUMN) or "").strip() or None
+        if site is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", site):
+            raise CohortsegError(f"sample sheet {sheet}, line {line} ({sid}): bad site {site!r}")
         if split in ("train", "val") and label is None:
             raise CohortsegError(
                 f"sample sheet {sheet}, line {line} ({sid}): {split} needs a label"
@@ -95,6 +105,7 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
                 label=_resolve(sheet.parent, label) if label else None,
                 split=split,
                 series=series,
+                site=site,
             )
         )
     check_unique(subjects, str(sheet))

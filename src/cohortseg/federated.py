@@ -21,6 +21,7 @@ from cohortseg.models import build_network
 from cohortseg.patches import PatchDataset
 from cohortseg.sampling import EpochBatchSampler, seed_everything
 from cohortseg.train import PRECISIONS, lr_at, train_step
+from cohortseg.workflow import read_subjects
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,45 @@ def local_round(
         "steps": float(len(losses)),
     }
     return state, metrics
+
+
+def site_validation_dice(
+    state: State,
+    config: Mapping,
+    plan: Mapping,
+    val_manifest: str,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Validation Dice of the weights ``state`` on a site's val subjects (``val_manifest``: a
+    preprocessing manifest; empty: none): ``num-examples`` (their number, the weight),
+    ``val-dice-mean`` and ``val-dice-{class}``."""
+    from cohortseg.train import validation_dice
+
+    subjects = [s for s in read_subjects(val_manifest) if s.split == "val"] if val_manifest else []
+    classes = list(plan["classes"])
+    if not subjects:
+        return {
+            "num-examples": 0.0,
+            "val-dice-mean": 0.0,
+            **{f"val-dice-{c}": 0.0 for c in classes},
+        }
+    net = build_network(config["model"], len(classes) + 1)
+    net.load_state_dict(state)
+    dice = validation_dice(net, subjects, plan, config["inference"], device or torch.device("cpu"))
+    return {
+        "num-examples": float(len(subjects)),
+        "val-dice-mean": float(sum(dice) / len(dice)),
+        **{f"val-dice-{c}": float(d) for c, d in zip(classes, dice, strict=True)},
+    }
+
+
+def record_round(out_dir: str | Path, row: Mapping[str, float]) -> None:
+    """Add one round's row to ``rounds_log.json`` in ``out_dir`` (rows of later rounds, left
+    by a coordinator killed after its last checkpoint, are dropped)."""
+    path = Path(out_dir) / "rounds_log.json"
+    rows = read_json(path) if path.exists() else []
+    rows = [r for r in rows if r["round"] < row["round"]] + [dict(row)]
+    write_json(path, rows)
 
 
 def save_global(

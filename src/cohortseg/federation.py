@@ -11,11 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from cohortseg.errors import CohortsegError
+from cohortseg.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def local_federation(
     what :func:`run_app` needs (the SuperLink's address, FLWR_HOME, the processes), and stop
     them all on leaving. Logs go to ``workdir/superlink.log`` and
     ``workdir/supernode-{site}.log``."""
-    work = Path(workdir)
+    work = Path(workdir).resolve()  # the processes run in it: FLWR_HOME must not be relative
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FLWR_HOME": str(work / "flwr")}
     port = free_port()
@@ -153,3 +154,125 @@ def run_app(
             raise CohortsegError(f"flwr run did not finish in {timeout_s:.0f} s") from None
     if proc.returncode != 0:
         raise CohortsegError(f"flwr run failed ({proc.returncode}); see {log_path}")
+
+
+#: The site of subjects whose sample sheet names none (a cohort without a `site` column).
+DEFAULT_SITE = "local"
+
+
+def site_folder(site: str) -> Path:
+    """Where a site's own inputs of federated training live on one machine (at a real site:
+    the site's storage)."""
+    return Path("results") / "sites" / site
+
+
+def prepare_sites(
+    cohort,
+    stores: Sequence[str],
+    val: Sequence,
+    config: Mapping,
+    plan_path: str,
+) -> dict[str, dict[str, object]]:
+    """Each site's node config for federated training: its patch stores (``stores``: a list
+    file), its validation subjects (``val``: a manifest), the config and the plan, all written
+    into :func:`site_folder`. ``cohort`` is the run's WorkflowCohort (subjects' ``site``)."""
+    from cohortseg.io import write_json, write_tsv
+
+    site_of = {s.subject: s.site or DEFAULT_SITE for s in cohort.subjects}
+    by_site: dict[str, list[str]] = {}
+    for store in stores:
+        by_site.setdefault(site_of[Path(store).name.removesuffix(".h5")], []).append(store)
+    sites = {}
+    for index, site in enumerate(sorted(by_site)):
+        folder = site_folder(site) / "federated"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "stores.txt").write_text(
+            "".join(f"{os.path.abspath(p)}\n" for p in by_site[site])
+        )
+        rows = [
+            {
+                "subject": s.subject,
+                "split": s.split,
+                "image": os.path.abspath(s.image),
+                "label": os.path.abspath(s.label),
+            }
+            for s in val
+            if site_of[s.subject] == site
+        ]
+        write_tsv(folder / "val.tsv", rows, ["subject", "split", "image", "label"])
+        write_json(folder / "config.json", dict(config))
+        write_json(folder / "plan.json", read_json(plan_path))
+        sites[site] = {
+            "site-index": index,
+            "stores": str((folder / "stores.txt").resolve()),
+            "val": str((folder / "val.tsv").resolve()),
+            "config": str((folder / "config.json").resolve()),
+            "plan": str((folder / "plan.json").resolve()),
+        }
+    return sites
+
+
+def train_federated(
+    config: Mapping,
+    plan_path: str,
+    cohort,
+    stores: Sequence[str],
+    val: Sequence,
+    out_dir: str | os.PathLike[str],
+    checkpoint_dir: str | os.PathLike[str],
+) -> None:
+    """``training.backend: federated`` on one machine: a SuperLink and one SuperNode per site
+    of the cohort (the sample sheet's ``site`` column), ``federated.rounds`` rounds of the
+    Flower App, then ``best.pt``, ``last.pt`` (the same global model), ``training_log.tsv``
+    (one row per round, with each site's validation Dice) and ``learning_curve.png`` in
+    ``out_dir``. The rounds' checkpoints stay in ``checkpoint_dir`` until then: a rerun after a
+    killed job resumes after the last saved round."""
+    import shutil
+
+    from cohortseg.federated import resume_point
+    from cohortseg.io import write_json, write_tsv
+    from cohortseg.report import plot_learning_curve
+
+    federated = config["federated"]
+    sites = prepare_sites(cohort, stores, val, config, plan_path)
+    work = Path(checkpoint_dir)
+    model_dir = work / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_json(work / "config.json", dict(config))
+    shutil.copyfile(plan_path, work / "plan.json")
+    min_sites = federated["min_sites"] or len(sites)
+    run_config = {
+        "config": str((work / "config.json").resolve()),
+        "plan": str((work / "plan.json").resolve()),
+        "out-dir": str(model_dir.resolve()),
+        "rounds": int(federated["rounds"]),
+        "local-steps": int(federated["local_steps"]),
+        "proximal-mu": float(federated["proximal_mu"]),
+        "min-sites": int(min_sites),
+        "sites": ",".join(sites),
+    }
+    log.info(
+        "federated training: %d site(s) %s, %d rounds",
+        len(sites),
+        ", ".join(sites),
+        run_config["rounds"],
+    )
+    with local_federation(sites, work / "flower") as federation:
+        run_app(federation, run_config, work / "flwr-run.log")
+    done, _ = resume_point(model_dir)
+    if done < run_config["rounds"]:
+        raise CohortsegError(
+            f"federated training stopped after round {done} of {run_config['rounds']};"
+            f" see {work / 'flwr-run.log'} and {work / 'flower'}/*.log"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"epoch": r["round"], **r} for r in read_json(model_dir / "rounds_log.json")]
+    classes = read_json(plan_path)["classes"]
+    columns = sorted(
+        {k for r in rows for k in r}, key=lambda k: (k not in ("epoch", "round", "train_loss"), k)
+    )
+    write_tsv(out / "training_log.tsv", rows, columns)
+    plot_learning_curve(rows, classes, out / "learning_curve.png")
+    shutil.copyfile(model_dir / "best.pt", out / "best.pt")
+    shutil.copyfile(model_dir / "best.pt", out / "last.pt")

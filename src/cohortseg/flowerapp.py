@@ -19,8 +19,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from cohortseg.federated import initial_state, local_round, resume_point, save_global
+from cohortseg.federated import (
+    initial_state,
+    local_round,
+    record_round,
+    resume_point,
+    save_global,
+    site_validation_dice,
+)
 from cohortseg.io import read_json
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,9 @@ def coordinate(grid: Grid, context: Context) -> None:
     train_config = {"rounds": rounds, "round-offset": done, "local-steps": int(rc["local-steps"])}
     if mu <= 0:
         train_config["proximal-mu"] = 0.0
+    log_rounds = _RoundLog(out_dir, done, str(rc["sites"]).split(","), plan["classes"])
+    strategy.train_metrics_aggr_fn = log_rounds.train
+    strategy.evaluate_metrics_aggr_fn = log_rounds.evaluate
     strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(state),
@@ -90,6 +101,36 @@ def coordinate(grid: Grid, context: Context) -> None:
         train_config=ConfigRecord(train_config),
         evaluate_fn=save,
     )
+
+
+class _RoundLog:
+    """Aggregates the sites' metrics each round (weighted as FedAvg weights them) and appends
+    the round's row (training loss, validation Dice per class, and each site's mean validation
+    Dice) to the run's round log (:func:`cohortseg.federated.record_round`)."""
+
+    def __init__(self, out_dir: str, done: int, sites: list[str], classes: list[str]) -> None:
+        self.out_dir, self.round, self.sites, self.classes = out_dir, done, sites, classes
+        self.train_loss = float("nan")
+
+    def train(self, records: list[RecordDict], key: str) -> MetricRecord:
+        aggregated = aggregate_metricrecords(records, key)
+        self.round += 1
+        self.train_loss = float(aggregated.get("train-loss", float("nan")))
+        return aggregated
+
+    def evaluate(self, records: list[RecordDict], key: str) -> MetricRecord:
+        weighted = [r for r in records if next(iter(r.metric_records.values()))[key] > 0]
+        aggregated = aggregate_metricrecords(weighted, key) if weighted else MetricRecord()
+        row = {"round": self.round, "train_loss": self.train_loss}
+        if weighted:
+            row["val_dice_mean"] = float(aggregated["val-dice-mean"])
+            row.update({f"val_dice_{c}": float(aggregated[f"val-dice-{c}"]) for c in self.classes})
+        for record in weighted:
+            metrics = next(iter(record.metric_records.values()))
+            site = self.sites[int(metrics["site-index"])]
+            row[f"val_dice_mean@{site}"] = float(metrics["val-dice-mean"])
+        record_round(self.out_dir, row)
+        return aggregated
 
 
 @client_app.train()
@@ -115,3 +156,17 @@ def site_round(msg: Message, context: Context) -> Message:
     log.info("site %s: round %d, %s", node.get("site", "?"), server_round, metrics)
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
+
+
+@client_app.evaluate()
+def site_validation(msg: Message, context: Context) -> Message:
+    """The global model's validation Dice on this site's val subjects (node config ``val``: a
+    preprocessing manifest of them; none: weight 0)."""
+    node = context.node_config
+    record_opened_files(str(node.get("open-log", "")))
+    config, plan = read_json(str(node["config"])), read_json(str(node["plan"]))
+    metrics = site_validation_dice(
+        msg.content["arrays"].to_torch_state_dict(), config, plan, str(node.get("val", ""))
+    )
+    metrics["site-index"] = float(node["site-index"])
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -459,6 +459,10 @@ def train_launcher(training: Mapping, cluster: Mapping) -> str:
     allocation's task count from nested steps, so it is said)."""
     ranks = int(training["ranks"])
     launcher = training["launcher"]
+    if training["backend"] == "federated" and launcher != "none":
+        raise CohortsegError(
+            "training.backend: federated starts its own Flower processes: use launcher: none"
+        )
     if launcher == "torchrun":
         return f"torchrun --standalone --nproc-per-node {ranks}"
     if launcher == "horovodrun":
