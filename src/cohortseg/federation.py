@@ -69,7 +69,10 @@ def local_federation(
     ``workdir/supernode-{site}.log``."""
     work = Path(workdir).resolve()  # the processes run in it: FLWR_HOME must not be relative
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FLWR_HOME": str(work / "flwr")}
+    # Flower's processes start others by name (flower-superexec, flwr-serverapp…): this
+    # interpreter's bin directory first, as for the entry points started here
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "FLWR_HOME": str(work / "flwr"), "PATH": path}
     port = free_port()
     processes: dict[str, subprocess.Popen] = {}
     handles = []

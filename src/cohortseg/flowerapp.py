@@ -76,8 +76,9 @@ def coordinate(grid: Grid, context: Context) -> None:
         return
     log.info("rounds %d..%d of %d, at least %d site(s)", done + 1, rounds, rounds, min_sites)
     common = {
-        "fraction_evaluate": 0.0,
+        "fraction_evaluate": 1.0,
         "min_train_nodes": min_sites,
+        "min_evaluate_nodes": min_sites,
         "min_available_nodes": min_sites,
     }
     strategy = FedProx(proximal_mu=mu, **common) if mu > 0 else FedAvg(**common)
