@@ -19,7 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cohortseg.io import atomic_write, parse_number, read_tsv  # noqa: E402
-from cohortseg.stats import PER_CLASS, PROGRESS, robust_centre_scale  # noqa: E402
+from cohortseg.stats import (  # noqa: E402
+    PER_CLASS,
+    PROGRESS,
+    robust_centre_scale,
+    uncertainty_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -298,13 +303,16 @@ def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]
     """The statistics table (subjects flagged for review first) and the cohort summary."""
     z = float(summary.get("outlier_z", math.inf))
     summary_rows = [{"column": col, **stats} for col, stats in summary.get("columns", {}).items()]
-    value_cols = [f"{q}_{c}" for q in PER_CLASS for c in classes]
+    value_cols = [f"{q}_{c}" for q in PER_CLASS for c in classes] + uncertainty_columns(classes)
     z_cols = [f"volume_z_{c}" for c in classes]
+    uz_cols = [f"uncertainty_z_{c}" for c in classes]
     ordered = sorted(rows, key=lambda r: (not r.get("review"), r["subject"]))
 
     def flagged(r: Mapping, col: str) -> bool:
         if col in z_cols:
             return abs(_number(r.get(col))) > z
+        if col in uz_cols:
+            return _number(r.get(col)) > z
         return col == "review" and bool(r.get("review"))
 
     progress = summary.get("progress", {})
@@ -315,11 +323,14 @@ def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]
             (
                 "Per subject, flagged for review first",
                 f'<p class="note">Volume z: robust z-score (median, 1.4826 × MAD) over the cohort; '
-                f"|z| &gt; {z:g} flags the subject for review. Bounding boxes in scanner RAS+ mm."
-                "</p>"
+                f"|z| &gt; {z:g} flags the subject for review. Uncertainty: mean normalised "
+                "predictive entropy (0–1) inside the predicted structure and its boundary band; "
+                f"its robust z &gt; {z:g} flags the subject. TTA disagreement: 1 − mean Dice "
+                "between the test-time-augmentation members and their average. Bounding boxes "
+                "in scanner RAS+ mm.</p>"
                 + html_table(
                     ordered,
-                    ["subject", "split", "status", "review", *z_cols, *value_cols],
+                    ["subject", "split", "status", "review", *z_cols, *uz_cols, *value_cols],
                     flagged=flagged,
                 ),
             ),

@@ -286,6 +286,17 @@ def validation_shard_path(shard: str) -> str:
     return f"results/qc/validation/{shard}.tsv"
 
 
+def uncertainty_shard_path(shard: str) -> str:
+    """An inference shard's per-subject uncertainty scores (TSV; with maps, their SHA-256)."""
+    return f"results/uncertainty/{shard}.tsv"
+
+
+def uncertainty_map_path(subject: str) -> str:
+    """A subject's voxel-wise uncertainty map on its native grid
+    (``inference.uncertainty_maps``)."""
+    return f"results/uncertainty_maps/{subject}.nii.gz"
+
+
 def metrics_shard_path(shard: str) -> str:
     """An evaluation shard's metrics (TSV)."""
     return f"results/metrics/{shard}.tsv"
