@@ -260,3 +260,12 @@ def test_training_inputs_come_from_the_shard_manifests(tmp_path, monkeypatch):
     stores, val = wf.training_inputs(config)
     assert stores == ["s1.h5"]
     assert val == [Subject("demo-004", "i.nii", "l.nii.gz", "val")]
+
+
+def test_inference_settings_that_training_does_not_read_do_not_reach_it():
+    config = default_config()
+    settings = {**config["inference"], "tta": "mirror", "uncertainty_maps": True, "num_workers": 7}
+    changed = wf.training_config({**config, "inference": settings})
+    assert changed == wf.training_config(config)
+    assert set(changed["inference"]) == {"overlap", "sw_batch_size"}
+    assert changed["model"] == config["model"] and changed["training"] == config["training"]

@@ -114,6 +114,19 @@ def resolve_shard_size(setting: int | str, n_subjects: int) -> int:
     return size
 
 
+#: The inference keys that training's validation reads (sliding window on the plan's grid): the
+#: others (test-time augmentation, uncertainty maps, workers) only concern inference shards, so
+#: changing them must not retrain the model.
+TRAINING_INFERENCE_KEYS = ("overlap", "sw_batch_size")
+
+
+def training_config(config: Mapping) -> dict[str, Any]:
+    """The config the training job gets: the ``model`` and ``training`` sections and the
+    inference keys its validation reads (:data:`TRAINING_INFERENCE_KEYS`)."""
+    inference = {k: config["inference"][k] for k in TRAINING_INFERENCE_KEYS}
+    return {"model": config["model"], "training": config["training"], "inference": inference}
+
+
 def cohort_config(config: Mapping) -> dict[str, Any]:
     """The config sections a job needs to rebuild the cohort and its shards itself (the sample
     sheet is the one source of who is in a job): a few hundred bytes, whatever the cohort."""
