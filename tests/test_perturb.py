@@ -11,8 +11,8 @@ from cohortseg.perturb import (
     ROBUSTNESS,
     bias_field,
     contrast_shift,
-    gaussian_noise,
     gamma,
+    gaussian_noise,
     resolution_loss,
     rotation,
 )

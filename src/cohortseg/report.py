@@ -345,15 +345,38 @@ def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]
     )
 
 
+def _calibration_section(calibration: Mapping) -> str:
+    """The expected calibration error and the reliability bins as HTML."""
+    rows = [
+        {
+            "confidence bin": f"{b['bin'][0]:.1f}–{b['bin'][1]:.1f}",
+            "voxels": b["voxels"],
+            "mean confidence": b["confidence"],
+            "accuracy": b["accuracy"],
+        }
+        for b in calibration.get("bins", [])
+    ]
+    return (
+        f"<p>Expected calibration error (ECE) of the top class's probability over every voxel "
+        f"of the body crop of {calibration.get('n_subjects', 0)} validation subject(s), "
+        f"test-time augmentation {html.escape(str(calibration.get('tta', '')))}: "
+        f"<b>{_cell(calibration.get('ece'))[0]}</b> (0 is perfect; the reliability diagram is "
+        "results/report/calibration.png).</p>"
+        + html_table(rows, ["confidence bin", "voxels", "mean confidence", "accuracy"])
+    )
+
+
 def run_page(
     config: Mapping,
     plan: Mapping,
     progress: Mapping,
     review: Sequence[Mapping],
     runtimes: Sequence[Mapping],
+    calibration: Mapping | None = None,
 ) -> str:
-    """The run at a glance: progress, subjects to review, run time per rule, the plan and the
-    configuration."""
+    """The run at a glance: progress, subjects to review, the calibration of the probabilities
+    on the validation split (``calibration``: :func:`cohortseg.calibration.calibration_summary`),
+    run time per rule, the plan and the configuration."""
     import yaml
 
     from cohortseg.redact import show_path
@@ -377,6 +400,16 @@ def run_page(
                 html_table(list(review), ["subject", "split", "why"])
                 if review
                 else "<p>No subject is flagged.</p>",
+            ),
+            *(
+                [
+                    (
+                        "Calibration on the validation split",
+                        _calibration_section(calibration),
+                    )
+                ]
+                if calibration
+                else []
             ),
             (
                 "Run time per rule",

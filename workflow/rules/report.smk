@@ -89,6 +89,44 @@ rule report_tables:
         " --stats-page {output.stats_page} --histograms {output.histograms} > {log} 2>&1"
 
 
+# The probabilities' calibration on the validation split (preprocessed subjects, segmented as
+# inference does, test-time augmentation included).
+rule calibration:
+    input:
+        model="results/model/best.pt",
+        val=[
+            wf.preprocessed_manifest_path(shard)
+            for shard, ids in STAGE_SHARDS["preprocess"].items()
+            if any(BY_ID[s].split == "val" for s in ids)
+        ],
+    output:
+        summary="results/calibration.json",
+        figure=report(
+            "results/report/calibration.png",
+            caption="../report/calibration.rst",
+            category="Calibration",
+        ),
+    log:
+        "logs/calibration.log",
+    benchmark:
+        "logs/benchmarks/calibration.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("infer")
+    resources:
+        **cluster_resources("infer"),
+    params:
+        script=script("calibration.py"),
+        cohort=COHORT_JSON,
+        inference=as_json(config["inference"]),
+    shell:
+        "python {params.script} --cohort {params.cohort} --checkpoint {input.model}"
+        " --inference {params.inference} --summary {output.summary}"
+        " --figure {output.figure} > {log} 2>&1"
+
+
 # Last: its run-time table reads the benchmark files of every job before it.
 rule report_run:
     input:
@@ -99,6 +137,7 @@ rule report_run:
         ),
         plan="results/plan/plan.json",
         stats_summary="results/stats_summary.json",
+        calibration=rules.calibration.output.summary,
         qc="results/qc/montages",
         tables=rules.report_tables.output,
         meshes=MESHES,
@@ -129,6 +168,7 @@ rule report_run:
         config=as_json(config),
     shell:
         "python {params.script} --config {params.config} --plan {input.plan}"
-        " --stats-summary {input.stats_summary} --benchmarks logs/benchmarks"
+        " --stats-summary {input.stats_summary} --calibration {input.calibration}"
+        " --benchmarks logs/benchmarks"
         " --page {output.page} --runtimes {output.runtimes}"
         " --runtimes-plot {output.runtimes_plot} > {log} 2>&1"
