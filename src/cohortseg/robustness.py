@@ -111,6 +111,78 @@ def segment_and_score(
     return rows, seconds
 
 
+def dice_by_strength(rows: Sequence[Mapping], classes: Sequence[str]) -> list[dict]:
+    """Mean Dice (per class and over the classes) and mean uncertainty per perturbation and
+    strength over the subjects; the clean copies are every perturbation's strength 0.
+
+    Returns rows ``perturbation``, ``strength``, ``subjects``, ``mean_dice``, ``dice_{class}``,
+    ``mean_uncertainty``, sorted by perturbation, then strength.
+    """
+    clean = [r for r in rows if r["perturbation"] == "none"]
+    names = sorted({r["perturbation"] for r in rows} - {"none"})
+    out = []
+    for name in names:
+        strengths = sorted({float(r["strength"]) for r in rows if r["perturbation"] == name})
+        for strength in [0.0, *strengths]:
+            group = (
+                clean
+                if strength == 0
+                else [
+                    r
+                    for r in rows
+                    if r["perturbation"] == name and float(r["strength"]) == strength
+                ]
+            )
+            entry = {"perturbation": name, "strength": strength, "subjects": len(group)}
+            for key in ["mean_dice", *(f"dice_{c}" for c in classes), "mean_uncertainty"]:
+                entry[key] = float(np.nanmean([r[key] for r in group])) if group else math.nan
+            out.append(entry)
+    return out
+
+
+def plot_robustness(table: Sequence[Mapping], title: str, path: str | os.PathLike[str]) -> None:
+    """Mean Dice against perturbation strength, one line per perturbation, beside the mean
+    uncertainty against strength, as a PNG (:func:`dice_by_strength` rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cohortseg.perturb import MAXIMUM
+    from cohortseg.report import save_figure
+
+    fig, (ax_dice, ax_unc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in sorted({r["perturbation"] for r in table}):
+        pts = [r for r in table if r["perturbation"] == name]
+        strengths = [r["strength"] for r in pts]
+        label = f"{name} (1 = {_maximum(name, MAXIMUM)})"
+        ax_dice.plot(strengths, [r["mean_dice"] for r in pts], marker="o", label=label)
+        ax_unc.plot(strengths, [r["mean_uncertainty"] for r in pts], marker="o", label=name)
+    ax_dice.set(xlabel="strength", ylabel="mean Dice over the classes", ylim=(0, 1))
+    ax_dice.set_title(title, fontsize=9)
+    ax_dice.legend(fontsize=7, loc="lower left")
+    ax_unc.set(xlabel="strength", ylabel="mean uncertainty (normalised entropy)")
+    ax_unc.set_title("Per-subject uncertainty", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _maximum(name: str, maximum: Mapping[str, float]) -> str:
+    """What strength 1 of perturbation ``name`` means, for a legend."""
+    units = {
+        "noise": "σ {} SD",
+        "bias_field": "gain e^±{}",
+        "intensity_scale": "× (1 + {})",
+        "gamma": "γ 1 + {}",
+        "resolution_loss": "{} voxels",
+        "rotation": "{}°",
+        "blur": "σ {} voxels",
+        "contrast_shift": "{} SD",
+    }
+    key = "rotation_deg" if name == "rotation" else name
+    return units.get(name, "{}").format(f"{maximum.get(key, math.nan):g}")
+
+
 def degraded_above_clean(rows: Sequence[Mapping], score: str = "mean_uncertainty") -> float:
     """Share of degraded copies whose ``score`` is above their clean source's."""
     clean = {r["source"]: r[score] for r in rows if r["perturbation"] == "none"}

@@ -127,6 +127,46 @@ rule calibration:
         " --figure {output.figure} > {log} 2>&1"
 
 
+# Dice and uncertainty of the current model on a few test subjects perturbed at graded
+# strengths. The segmentations' metrics stand for the subjects' images, read and checked before.
+rule robustness:
+    input:
+        model="results/model/best.pt",
+        metrics="results/metrics.tsv",
+        invalid=INVALID_TABLE,
+    output:
+        table="results/robustness.tsv",
+        figure=report(
+            "results/report/robustness.png",
+            caption="../report/robustness.rst",
+            category="Robustness",
+        ),
+    log:
+        "logs/robustness.log",
+    benchmark:
+        "logs/benchmarks/robustness.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("infer")
+    resources:
+        **cluster_resources("infer"),
+    params:
+        script=script("robustness.py"),
+        cohort=COHORT_JSON,
+        inference=as_json(config["inference"]),
+        classes=config["classes"],
+        subjects=config["report"]["robustness_subjects"],
+        strengths=config["report"]["robustness_strengths"],
+    shell:
+        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
+        " --checkpoint {input.model} --inference {params.inference}"
+        " --classes {params.classes} --subjects {params.subjects}"
+        " --strengths {params.strengths} --table {output.table}"
+        " --figure {output.figure} > {log} 2>&1"
+
+
 # Last: its run-time table reads the benchmark files of every job before it.
 rule report_run:
     input:
@@ -138,6 +178,7 @@ rule report_run:
         plan="results/plan/plan.json",
         stats_summary="results/stats_summary.json",
         calibration=rules.calibration.output.summary,
+        robustness=rules.robustness.output.table,
         qc="results/qc/montages",
         tables=rules.report_tables.output,
         meshes=MESHES,
