@@ -43,6 +43,45 @@ rule qc_montages:
         " > {log} 2>&1"
 
 
+# Grad-CAM of one class over the montage slices of the same subjects.
+rule explanations:
+    input:
+        model="results/model/best.pt",
+        montages="results/qc/montages",
+        stats="results/stats.tsv",
+    output:
+        report(
+            directory("results/qc/explanations"),
+            patterns=["{subject}.png"],
+            caption="../report/explanation.rst",
+            category="Explanations",
+            labels=lambda w: {
+                "subject": w.subject,
+                **read_json("results/qc/montages/selection.json")[w.subject],
+            },
+        ),
+    log:
+        "logs/explanations.log",
+    benchmark:
+        "logs/benchmarks/explanations.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("infer")
+    resources:
+        **cluster_resources("infer"),
+    params:
+        script=script("explanations.py"),
+        report=as_json(config["report"]),
+        cohort=COHORT_JSON,
+        device=config["inference"]["device"],
+    shell:
+        "python {params.script} --checkpoint {input.model} --montages {input.montages}"
+        " --stats {input.stats} --cohort {params.cohort} --report {params.report}"
+        " --device {params.device} --out-dir {output} > {log} 2>&1"
+
+
 rule report_tables:
     input:
         metrics=report(
@@ -180,6 +219,7 @@ rule report_run:
         calibration=rules.calibration.output.summary,
         robustness=rules.robustness.output.table,
         qc="results/qc/montages",
+        explanations=rules.explanations.output,
         tables=rules.report_tables.output,
         meshes=MESHES,
     output:
