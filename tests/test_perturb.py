@@ -57,13 +57,16 @@ def test_gamma_darkens_mid_intensities_and_keeps_the_range():
     assert out[5, 0, 0] < image[5, 0, 0]
 
 
-def test_resolution_loss_smears_along_the_first_axis_only():
+def test_resolution_loss_smears_along_the_first_axis_only_without_shifting():
     image = np.zeros((15, 9, 9), np.float32)
     image[7, 4, 4] = 1.0
     out, _ = resolution_loss(image, np.zeros(image.shape, np.uint8), 1.0)
-    width = int(MAXIMUM["resolution_loss"])
-    assert np.count_nonzero(out[:, 4, 4]) == width and np.count_nonzero(out) == width
-    assert out.sum() == pytest.approx(1.0)
+    # a box 4 voxels wide centred on voxel 7: all of voxels 6, 7 and 8, half of 5 and of 9
+    expected = np.array([0.5, 1, 1, 1, 0.5]) / 4
+    np.testing.assert_allclose(out[5:10, 4, 4], expected, rtol=1e-6)
+    assert np.count_nonzero(out) == 5 and out.sum() == pytest.approx(1.0)
+    half, _ = resolution_loss(image, np.zeros(image.shape, np.uint8), 0.5)  # 2.5 voxels wide
+    np.testing.assert_allclose(half[6:9, 4, 4], np.array([0.75, 1, 0.75]) / 2.5, rtol=1e-6)
 
 
 def test_rotation_moves_the_label_with_the_image():

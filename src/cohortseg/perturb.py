@@ -25,7 +25,7 @@ MAXIMUM = {
     "bias_field": 0.8,  # peak of log(gain) of a smooth multiplicative field: gain × e^±0.8
     "intensity_scale": 1.0,  # intensities × (1 + 1.0)
     "gamma": 1.0,  # gamma 1 + 1.0 on intensities rescaled to [0, 1]
-    "resolution_loss": 4.0,  # voxels averaged together along the image's first axis
+    "resolution_loss": 4.0,  # width (voxels) of the box averaged along the image's first axis
     "rotation_deg": 15.0,  # degrees about the image's third voxel axis
     "blur": 2.0,  # Gaussian blur σ, voxels
     "contrast_shift": 1.5,  # voxels above the median shifted by 1.5 × the standard deviation
@@ -85,14 +85,20 @@ def gamma(
 def resolution_loss(
     image: np.ndarray, label: np.ndarray, strength: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Thick slices along the first voxel axis: each voxel becomes the mean of a window of
-    1 + strength × (``MAXIMUM["resolution_loss"]`` - 1) voxels along it (partial volume),
-    sampled at every voxel, so the grid stays the same."""
+    """Thick slices along the first voxel axis: each voxel becomes the mean over a centred box
+    of width 1 + strength × (``MAXIMUM["resolution_loss"]`` - 1) voxels along it (partial
+    volume; a fractional width weighs the two end voxels in part), so the grid stays the same
+    and nothing shifts."""
     width = 1.0 + strength * (MAXIMUM["resolution_loss"] - 1.0)
     if width <= 1.0:
         return image.astype(np.float32), label
-    blurred = ndimage.uniform_filter1d(image.astype(np.float32), int(round(width)), axis=0)
-    return blurred.astype(np.float32), label
+    n = int(np.ceil(width / 2 - 0.5))
+    # the share of voxel k (covering k ± 0.5) inside the box [-width / 2, width / 2]
+    kernel = np.clip(width / 2 + 0.5 - np.abs(np.arange(-n, n + 1)), 0.0, 1.0)
+    out = ndimage.convolve1d(
+        image.astype(np.float32), kernel / kernel.sum(), axis=0, mode="nearest"
+    )
+    return out.astype(np.float32), label
 
 
 def rotation(
