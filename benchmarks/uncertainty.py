@@ -21,6 +21,7 @@ augmentation, and prints, per TTA setting (``none``, ``mirror``):
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -48,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--tta", nargs="+", default=["none", "mirror"])
     args = parser.parse_args(argv)
-    import os
-
     torch.set_num_threads(cpu_compute_threads(os.environ))
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     run = Path(args.run)

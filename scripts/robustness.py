@@ -11,6 +11,7 @@ import torch
 from cohortseg.cli import json_arg, run
 from cohortseg.infer import cpu_compute_threads
 from cohortseg.io import write_tsv
+from cohortseg.models import pick_device
 from cohortseg.perturb import ROBUSTNESS
 from cohortseg.robustness import (
     dice_by_strength,
@@ -18,7 +19,7 @@ from cohortseg.robustness import (
     plot_robustness,
     segment_and_score,
 )
-from cohortseg.workflow import excluded_subjects, workflow_cohort
+from cohortseg.workflow import excluded_subjects, robustness_subjects, workflow_cohort
 
 
 def main() -> None:
@@ -33,14 +34,13 @@ def main() -> None:
     parser.add_argument("--table", required=True, help="output TSV")
     parser.add_argument("--figure", required=True, help="output PNG")
     args = parser.parse_args()
-    if args.inference["device"] != "cuda":
+    if pick_device(args.inference["device"]).type == "cpu":
         torch.set_num_threads(cpu_compute_threads(os.environ))
     invalid = excluded_subjects(args.invalid, args.cohort["validation"]["on_invalid"])
+    cohort = workflow_cohort(args.cohort)
     chosen = [
-        (s.subject, s.image, s.label)
-        for s in workflow_cohort(args.cohort).subjects
-        if s.split == "test" and s.label and s.subject not in invalid
-    ][: args.subjects]
+        (s.subject, s.image, s.label) for s in robustness_subjects(cohort, args.subjects, invalid)
+    ]
     with tempfile.TemporaryDirectory(prefix="cohortseg-robustness-") as tmp:
         copies = perturbed_copies(chosen, ROBUSTNESS, args.strengths, tmp)
         rows, _ = segment_and_score(args.checkpoint, copies, args.inference, args.classes, tmp)

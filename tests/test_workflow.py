@@ -269,3 +269,11 @@ def test_inference_settings_that_training_does_not_read_do_not_reach_it():
     assert changed == wf.training_config(config)
     assert set(changed["inference"]) == {"overlap", "sw_batch_size"}
     assert changed["model"] == config["model"] and changed["training"] == config["training"]
+
+
+def test_robustness_takes_the_first_labelled_test_subjects_that_are_valid():
+    cohort = wf.workflow_cohort(default_config())
+    test = [s.subject for s in cohort.subjects if s.split == "test"]
+    assert [s.subject for s in wf.robustness_subjects(cohort, 2)] == test[:2]
+    assert [s.subject for s in wf.robustness_subjects(cohort, 2, {test[0]})] == test[1:3]
+    assert len(wf.robustness_subjects(cohort, 100)) == len(test)

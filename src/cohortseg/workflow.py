@@ -222,6 +222,18 @@ def skipped_counts(cohort: WorkflowCohort, invalid: Iterable[str]) -> dict[str, 
     }
 
 
+def robustness_subjects(
+    cohort: WorkflowCohort, n: int, exclude: Iterable[str] = ()
+) -> list[Subject]:
+    """The subjects the robustness plot perturbs: the first ``n`` test subjects with a label, in
+    sheet order, leaving out those in ``exclude`` (invalid ones under ``on_invalid: skip``)."""
+    left_out = set(exclude)
+    chosen = [
+        s for s in cohort.subjects if s.split == "test" and s.label and s.subject not in left_out
+    ]
+    return chosen[:n]
+
+
 def job_subjects(cohort: WorkflowCohort, stage: str, shard: str, on_invalid: str) -> list[Subject]:
     """The subjects a shard job of ``stage`` works on: the shard's members of the stage's
     splits, less those its validation shard found invalid (``on_invalid: skip``).

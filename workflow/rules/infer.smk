@@ -2,7 +2,8 @@
 # segmentation (and, with inference.uncertainty_maps, its uncertainty map), the shard's
 # uncertainty table and, last, the shard's manifest (subject, segmentation, SHA-256). All
 # shards are jobs of this one rule, so the SLURM executor submits them as one job array. A
-# segmentation deleted from a finished shard makes that shard run again (incomplete marker).
+# segmentation (or uncertainty map) deleted from a finished shard makes that shard run again
+# (incomplete markers).
 
 
 rule infer:
@@ -11,6 +12,9 @@ rule infer:
         images=member_files("infer", "image"),
         validated=wf.validation_shard_path("{shard}"),
         incomplete=incomplete_marker("infer", "segmentation"),
+        incomplete_maps=incomplete_marker(
+            "infer", "uncertainty_map", table=wf.uncertainty_shard_path
+        ),
     output:
         manifest=inference_manifest("{shard}"),
         uncertainty=wf.uncertainty_shard_path("{shard}"),

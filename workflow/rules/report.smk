@@ -167,12 +167,19 @@ rule calibration:
 
 
 # Dice and uncertainty of the current model on a few test subjects perturbed at graded
-# strengths. The segmentations' metrics stand for the subjects' images, read and checked before.
+# strengths (checked by validation; a verdict changed later does not rerun it).
+ROBUSTNESS_SUBJECTS = wf.robustness_subjects(
+    COHORT, config["report"]["robustness_subjects"]
+)
+
+
 rule robustness:
     input:
         model="results/model/best.pt",
-        metrics="results/metrics.tsv",
-        invalid=INVALID_TABLE,
+        images=[ancient(p) for p in tracked(s.image for s in ROBUSTNESS_SUBJECTS)],
+        labels=[ancient(p) for p in tracked(s.label for s in ROBUSTNESS_SUBJECTS)],
+        validated=ancient(VALIDATION_OK),
+        invalid=ancient(INVALID_TABLE),
     output:
         table="results/robustness.tsv",
         figure=report(
