@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from cohortseg.geometry import reorient
-from cohortseg.infer import ShardItem, _Segmented, read_volume, write_labels
+from cohortseg.infer import Prediction, ShardItem, _Segmented, read_volume, write_labels
 from cohortseg.io import save_nifti, sha256_file
 from cohortseg.phantoms import demo_phantom
 from cohortseg.preprocess import Geometry
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             native_shape=list(canonical.native_shape),
             native_affine=np.asarray(canonical.native_affine).tolist(),
         )
-        write_s, _ = fastest(lambda: write_labels(_Segmented(item, labels, geometry)), args.repeats)
+        write_s, _ = fastest(
+            lambda: write_labels(_Segmented(item, Prediction(labels, geometry))), args.repeats
+        )
         print_figure("write", f"{write_s:.3f}", "core-s")
         hash_s, _ = fastest(lambda: sha256_file(item.output), args.repeats)
         print_figure("manifest_hash", f"{hash_s:.3f}", "core-s")

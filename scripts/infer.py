@@ -1,4 +1,5 @@
-"""Segment one shard of subjects with one model load, then write the shard's manifest."""
+"""Segment one shard of subjects with one model load, then write the shard's uncertainty table
+and, last, its manifest."""
 
 import argparse
 import os
@@ -6,10 +7,16 @@ import os
 import torch
 
 from cohortseg.cli import add_shard_arguments, json_arg, run, shard_subjects
-from cohortseg.infer import ShardItem, cpu_compute_threads, segment_shard, write_shard_manifest
+from cohortseg.infer import (
+    ShardItem,
+    cpu_compute_threads,
+    segment_shard,
+    write_shard_manifest,
+    write_uncertainty_table,
+)
 from cohortseg.models import pick_device
 from cohortseg.shardjob import check_shard
-from cohortseg.workflow import segmentation_path
+from cohortseg.workflow import segmentation_path, uncertainty_map_path
 
 
 def main() -> None:
@@ -17,13 +24,25 @@ def main() -> None:
     add_shard_arguments(parser)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--manifest", required=True, help="the shard's manifest (TSV) to write")
+    parser.add_argument("--uncertainty", required=True, help="the shard's uncertainty table (TSV)")
+    parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--inference", type=json_arg, required=True, help="inference config")
     args = parser.parse_args()
     if pick_device(args.inference["device"]).type == "cpu":
         torch.set_num_threads(cpu_compute_threads(os.environ))
     subjects = shard_subjects(args, "infer")
-    items = [ShardItem(s.subject, s.image, segmentation_path(s.subject)) for s in subjects]
+    maps = args.inference["uncertainty_maps"]
+    items = [
+        ShardItem(
+            s.subject,
+            s.image,
+            segmentation_path(s.subject),
+            uncertainty_map_path(s.subject) if maps else None,
+        )
+        for s in subjects
+    ]
     check_shard(segment_shard(args.checkpoint, items, args.inference))
+    write_uncertainty_table(args.uncertainty, items, args.classes)
     write_shard_manifest(args.manifest, items)
 
 

@@ -1,5 +1,6 @@
-"""The run at a glance for the report: progress, subjects to review, run time per rule (from the
-benchmark files), the preprocessing plan and the configuration."""
+"""The run at a glance for the report: progress, subjects to review, the calibration on the
+validation split, run time per rule (from the benchmark files), the preprocessing plan and the
+configuration."""
 
 import argparse
 
@@ -15,6 +16,7 @@ def main() -> None:
     parser.add_argument("--config", type=json_arg, required=True, help="the run's config (JSON)")
     parser.add_argument("--plan", required=True, help="results/plan/plan.json")
     parser.add_argument("--stats-summary", required=True, help="results/stats_summary.json")
+    parser.add_argument("--calibration", required=True, help="results/calibration.json")
     parser.add_argument("--benchmarks", required=True, help="folder of benchmark TSVs")
     parser.add_argument("--page", required=True, help="output HTML")
     parser.add_argument("--runtimes", required=True, help="output TSV")
@@ -25,7 +27,12 @@ def main() -> None:
     write_tsv(args.runtimes, runtimes, RUNTIME_COLUMNS)
     plot_runtimes(runtimes, args.runtimes_plot)
     page = run_page(
-        args.config, read_json(args.plan), summary["progress"], summary["review"], runtimes
+        args.config,
+        read_json(args.plan),
+        summary["progress"],
+        summary["review"],
+        runtimes,
+        calibration=read_json(args.calibration),
     )
     write_text(args.page, page)
 

@@ -1,11 +1,11 @@
 """Per-subject statistics of one inference shard's segmentations: volume, surface, components,
-world box."""
+world box, and the uncertainty scores that inference wrote."""
 
 import argparse
 
 from cohortseg.cli import add_shard_arguments, run
 from cohortseg.io import read_tsv, write_tsv
-from cohortseg.stats import stats_columns, subject_statistics
+from cohortseg.stats import stats_columns, subject_statistics, uncertainty_columns
 from cohortseg.workflow import workflow_cohort
 
 
@@ -13,10 +13,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_shard_arguments(parser)
     parser.add_argument("--segmented", required=True, help="the shard's inference manifest")
+    parser.add_argument("--uncertainty", required=True, help="the shard's uncertainty table")
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--output", required=True, help="TSV, one row per subject")
     args = parser.parse_args()
     by_id = workflow_cohort(args.cohort).by_id
+    scores = {r["subject"]: r for r in read_tsv(args.uncertainty)}
     rows = [
         subject_statistics(
             row["subject"],
@@ -25,6 +27,7 @@ def main() -> None:
             by_id[row["subject"]].image,
             args.classes,
         )
+        | {col: scores[row["subject"]][col] for col in uncertainty_columns(args.classes)}
         for row in read_tsv(args.segmented)
     ]
     write_tsv(args.output, rows, stats_columns(args.classes, with_outliers=False))

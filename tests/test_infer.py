@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -86,6 +87,83 @@ def test_outputs_are_byte_identical_across_worker_counts_and_shard_splits(
         assert data[:2] == b"\x1f\x8b" and not data[3] & 0x08 and data[4:8] == bytes(4)
 
 
+def test_tta_and_uncertainty_maps_are_byte_identical_across_worker_counts_and_shard_splits(
+    tmp_path, phantom_files, checkpoint
+):
+    settings = {**INFERENCE, "tta": "mirror", "uncertainty_maps": True}
+
+    def items(name: str) -> list[ShardItem]:
+        out = tmp_path / name
+        return [
+            ShardItem(s, i, str(out / f"{s}.nii.gz"), str(out / f"{s}_uncertainty.nii.gz"))
+            for s, i, _ in phantom_files
+        ]
+
+    one = items("one_shard")
+    assert segment_shard(checkpoint, one, {**settings, "num_workers": 1, "queue_size": 1}) == []
+    split = items("two_shards")
+    many = {**settings, "num_workers": 3, "queue_size": 2}
+    assert segment_shard(checkpoint, split[:2], many) == []
+    assert segment_shard(checkpoint, split[2:], many) == []
+    infer.write_uncertainty_table(str(tmp_path / "one.tsv"), one, ["organ", "shell", "tube"])
+    infer.write_uncertainty_table(str(tmp_path / "a.tsv"), split[:2], ["organ", "shell", "tube"])
+    infer.write_uncertainty_table(str(tmp_path / "b.tsv"), split[2:], ["organ", "shell", "tube"])
+    for a, b in zip(one, split, strict=True):
+        assert Path(a.output).read_bytes() == Path(b.output).read_bytes(), a.subject
+        assert Path(a.uncertainty_map).read_bytes() == Path(b.uncertainty_map).read_bytes()
+        assert a.uncertainty == b.uncertainty
+        src, umap = nib.load(a.image), nib.load(a.uncertainty_map)
+        assert umap.shape == src.shape and umap.get_data_dtype() == np.float32
+        np.testing.assert_allclose(umap.affine, src.affine, atol=1e-5)
+        values = np.asarray(umap.dataobj)
+        assert values.min() >= 0 and values.max() <= 1
+    table = read_tsv(tmp_path / "one.tsv")
+
+    def without_paths(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "uncertainty_map"} for r in rows]
+
+    split_table = read_tsv(tmp_path / "a.tsv") + read_tsv(tmp_path / "b.tsv")
+    assert without_paths(split_table) == without_paths(table)
+    for row, item in zip(table, one, strict=True):
+        assert row["sha256"] == hashlib.sha256(Path(item.uncertainty_map).read_bytes()).hexdigest()
+        for c in ("organ", "shell", "tube"):
+            assert row[f"tta_disagreement_{c}"] != ""  # 8 members' disagreement
+            assert row[f"uncertainty_{c}"] == "nan" or 0 <= float(row[f"uncertainty_{c}"]) <= 1
+
+
+def test_without_tta_there_is_no_member_disagreement(tmp_path, phantom_files, checkpoint):
+    items = [ShardItem(s, i, str(tmp_path / f"{s}.nii.gz")) for s, i, _ in phantom_files]
+    assert segment_shard(checkpoint, items, INFERENCE) == []
+    assert all(math.isnan(i.uncertainty["tta_disagreement_organ"]) for i in items)
+    infer.write_uncertainty_table(str(tmp_path / "u.tsv"), items, ["organ", "shell", "tube"])
+    assert "sha256" not in read_tsv(tmp_path / "u.tsv")[0]
+
+
+def test_mirror_tta_averages_8_mirror_images_so_a_symmetric_input_gives_symmetric_output():
+    assert infer.mirror_flips("none") == [()]
+    flips = infer.mirror_flips("mirror")
+    assert len(flips) == len(set(flips)) == 8 and () in flips and (0, 1, 2) in flips
+
+    class Ramp(torch.nn.Module):
+        """Logits that depend on position, not on the image: not mirror-symmetric at all."""
+
+        def forward(self, x):
+            ramp = torch.linspace(0, 3, x.shape[2]).view(1, 1, -1, 1, 1)
+            ramp = ramp + torch.linspace(0, 1, x.shape[4]).view(1, 1, 1, 1, -1)
+            return torch.cat([ramp.expand_as(x), torch.zeros_like(x)], dim=1)
+
+    image = torch.ones(1, 8, 6, 4)  # symmetric under every mirror
+    plan = {"patch_size": [8, 6, 4]}
+    plain, members = infer.predict_with_tta(Ramp(), image, plan, {**INFERENCE, "tta": "none"})
+    assert members == []
+    assert not torch.allclose(plain, plain.flip(1))
+    mirrored, members = infer.predict_with_tta(Ramp(), image, plan, {**INFERENCE, "tta": "mirror"})
+    assert len(members) == 8 and members[0].dtype == torch.uint8
+    for dim in (1, 2, 3):
+        torch.testing.assert_close(mirrored, mirrored.flip(dim))
+    torch.testing.assert_close(mirrored.sum(dim=0), torch.ones(8, 6, 4))
+
+
 def test_a_corrupt_image_in_the_middle_fails_only_that_subject(
     tmp_path, phantom_files, checkpoint, caplog
 ):
@@ -133,7 +211,7 @@ def test_readers_run_at_most_queue_size_volumes_ahead_and_writers_queue_at_most_
     def segment(net, image, plan, inference, device):
         record("segment", int(image.data[0, 0, 0]))
         time.sleep(0.005)
-        return np.zeros((1, 1, 1), np.uint8), None
+        return infer.Prediction(np.zeros((1, 1, 1), np.uint8), None)
 
     def write(segmented) -> None:
         time.sleep(0.02)  # writers slower than the device: their queue fills up

@@ -81,8 +81,17 @@ def test_pages_name_what_they_show():
         summary["progress"],
         summary["review"],
         [{"rule": "train", "jobs": 1, "total_s": 60.0}],
+        calibration={
+            "ece": 0.0123,
+            "n_subjects": 2,
+            "tta": "mirror",
+            "bins": [{"bin": [0.9, 1.0], "voxels": 10, "confidence": 0.95, "accuracy": 0.94}],
+        },
     )
     for text in (
+        "Calibration on the validation split",
+        "<b>0.0123</b>",
+        "0.9–1.0",
         "outlier_z: 3.5",
         "target_spacing_mm",
         "skipped: not selected",

@@ -142,3 +142,19 @@ def test_pseudonymised_runs_keep_input_paths_out_of_the_table(tmp_path, monkeypa
     monkeypatch.setenv("COHORTSEG_REDACT_PATHS", "1")
     row = subject_statistics("a", "test", tmp_path / "seg.nii.gz", "/data/jane-doe.nii", CLASSES)
     assert row["image"] == "<image>" and "jane" not in str(row)
+
+
+def test_unusually_high_uncertainty_flags_a_subject_but_unusually_low_does_not():
+    rows = cohort_rows([100.0 + k for k in range(20)])
+    for k, r in enumerate(rows):
+        r["uncertainty_organ"] = 0.10 + 0.001 * (k % 5)
+    rows[3]["uncertainty_organ"] = 0.30  # degraded image: the network hesitates
+    rows[4]["uncertainty_organ"] = 0.0  # certain: nothing to review
+    flagged = flag_outliers(rows, CLASSES, outlier_z=3.5)
+    review = {r["subject"]: r["review"] for r in flagged if r["review"]}
+    assert list(review) == [rows[3]["subject"]]
+    assert review[rows[3]["subject"]].startswith("organ uncertainty z=+")
+    assert flagged[4]["uncertainty_z_organ"] < -3.5
+    assert math.isnan(flagged[0]["uncertainty_z_shell"])  # no score: no z, no flag
+    summary = summarise_stats(flagged, CLASSES, 3.5, cohort_size=20, skipped={})
+    assert summary["columns"]["uncertainty_organ"]["max"] == pytest.approx(0.30)

@@ -290,3 +290,20 @@ def test_training_inputs_come_from_the_shard_manifests(tmp_path, monkeypatch):
     stores, val = wf.training_inputs(config)
     assert stores == ["s1.h5"]
     assert val == [Subject("demo-004", "i.nii", "l.nii.gz", "val")]
+
+
+def test_inference_settings_that_training_does_not_read_do_not_reach_it():
+    config = default_config()
+    settings = {**config["inference"], "tta": "mirror", "uncertainty_maps": True, "num_workers": 7}
+    changed = wf.training_config({**config, "inference": settings})
+    assert changed == wf.training_config(config)
+    assert set(changed["inference"]) == {"overlap", "sw_batch_size"}
+    assert changed["model"] == config["model"] and changed["training"] == config["training"]
+
+
+def test_robustness_takes_the_first_labelled_test_subjects_that_are_valid():
+    cohort = wf.workflow_cohort(default_config())
+    test = [s.subject for s in cohort.subjects if s.split == "test"]
+    assert [s.subject for s in wf.robustness_subjects(cohort, 2)] == test[:2]
+    assert [s.subject for s in wf.robustness_subjects(cohort, 2, {test[0]})] == test[1:3]
+    assert len(wf.robustness_subjects(cohort, 100)) == len(test)

@@ -18,6 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+# The spatial axes that training mirrors (each with probability 0.5), so a trained network has
+# seen every mirror image of a volume; test-time augmentation (cohortseg.infer) mirrors these.
+FLIP_AXES = (0, 1, 2)
 # Uniform draws per sample, in this order (fixed, so a seed always means the same transform).
 _FLIPS, _SPATIAL, _ANGLES, _SCALE, _GAMMA, _GAMMA_VALUE, _GAIN, _SHIFT, _NOISE = (
     slice(0, 3),
@@ -84,7 +87,7 @@ def augment_sample(
         angles = [limit * (2 * u - 1) for u in r[_ANGLES]]
         lo, hi = settings["scaling"]
         image, label = spatial_transform(image, label, angles, lo + (hi - lo) * r[_SCALE])
-    dims = [axis + 1 for axis, u in enumerate(r[_FLIPS]) if u < 0.5]
+    dims = [axis + 1 for axis, u in zip(FLIP_AXES, r[_FLIPS], strict=True) if u < 0.5]
     if dims:
         image, label = image.flip(dims), label.flip(dims)
     if r[_GAMMA] < settings["gamma_probability"]:

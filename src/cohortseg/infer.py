@@ -3,7 +3,9 @@ native grid, with reading, segmenting and writing overlapped in a streaming pipe
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -11,20 +13,23 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
 from cohortseg import io
+from cohortseg.augment import FLIP_AXES
 from cohortseg.errors import InvalidInputError
 from cohortseg.geometry import undo_reorient
 from cohortseg.io import load_nifti, save_nifti
 from cohortseg.models import load_model, pick_device
 from cohortseg.preprocess import CanonicalImage, Geometry, prepare_canonical, to_canonical
 from cohortseg.redact import redacting, scrub
-from cohortseg.restore import restore_canonical_labels
+from cohortseg.restore import restore_canonical_labels, restore_map
+from cohortseg.stats import uncertainty_columns
+from cohortseg.uncertainty import member_disagreement, predictive_entropy, structure_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +56,68 @@ def predict_probabilities(
     return torch.softmax(logits[0].float(), dim=0)
 
 
+def mirror_flips(tta: str) -> list[tuple[int, ...]]:
+    """The spatial axes (0, 1, 2 of the plan's RAS grid) that each test-time-augmentation member
+    mirrors: ``none``, one member that mirrors nothing; ``mirror``, every subset of the axes
+    training mirrors (:data:`cohortseg.augment.FLIP_AXES`: 8 members for 3 axes)."""
+    if tta == "none":
+        return [()]
+    if tta == "mirror":
+        n = len(FLIP_AXES)
+        return [c for r in range(n + 1) for c in itertools.combinations(FLIP_AXES, r)]
+    raise ValueError(f"unknown inference.tta {tta!r} (none or mirror)")
+
+
+@torch.no_grad()
+def predict_with_tta(
+    net: torch.nn.Module, image: torch.Tensor, plan: Mapping, inference: Mapping
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Class probabilities of a (1, X, Y, Z) preprocessed image averaged over the
+    test-time-augmentation members of ``inference.tta`` (:func:`mirror_flips`): each member
+    mirrors the image, is segmented (:func:`predict_probabilities`) and mirrored back. The
+    members are summed in a fixed order, so the result does not depend on anything else.
+
+    Returns the (C, X, Y, Z) float32 mean probabilities and, with more than one member, each
+    member's (X, Y, Z) uint8 argmax labels (an empty list with one).
+    """
+    flips = mirror_flips(inference["tta"])
+    total: torch.Tensor | None = None
+    members = []
+    for axes in flips:
+        dims = [axis + 1 for axis in axes]  # dimension 0 is the channel (or class)
+        probs = predict_probabilities(net, image.flip(dims) if dims else image, plan, inference)
+        if dims:
+            probs = probs.flip(dims)
+        if len(flips) > 1:
+            members.append(probs.argmax(dim=0).to(torch.uint8))
+        total = probs if total is None else total.add_(probs)
+    assert total is not None
+    return (total.div_(len(flips)) if len(flips) > 1 else total), members
+
+
 @dataclass
 class ShardItem:
-    """One subject of a shard: where its image is and where its segmentation goes."""
+    """One subject of a shard: where its image is and where its segmentation (and, if asked
+    for, its voxel-wise uncertainty map) goes. ``uncertainty`` is filled in when the subject is
+    segmented (:func:`cohortseg.stats.uncertainty_columns`)."""
 
     subject: str
     image: str
     output: str
+    uncertainty_map: str | None = None
+    uncertainty: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """What the device makes of one volume: (X, Y, Z) uint8 labels in RAS voxel order, the
+    geometry, per-class uncertainty scores (:func:`cohortseg.stats.uncertainty_columns`) and,
+    if asked for, the normalised entropy on the native grid (float32, native voxel order)."""
+
+    labels: np.ndarray
+    geometry: Geometry
+    uncertainty: dict[str, float] = field(default_factory=dict)
+    entropy_map: np.ndarray | None = None
 
 
 @dataclass
@@ -65,8 +125,7 @@ class _Segmented:
     """A label map in RAS voxel order, waiting to be reoriented and written."""
 
     item: ShardItem
-    labels: np.ndarray
-    geometry: Geometry
+    prediction: Prediction
 
 
 def read_volume(item: ShardItem, pin_memory: bool = False) -> CanonicalImage:
@@ -89,10 +148,29 @@ def read_volume(item: ShardItem, pin_memory: bool = False) -> CanonicalImage:
 
 def write_labels(segmented: _Segmented) -> None:
     """Reorient a label map to the native voxel order and write it, gzip-compressed and
-    atomically, with the input's affine (a writer's job)."""
-    geometry = segmented.geometry
-    labels = undo_reorient(segmented.labels, np.asarray(geometry.orientation))
-    save_nifti(segmented.item.output, labels, np.asarray(geometry.native_affine), dtype=np.uint8)
+    atomically, with the input's affine (a writer's job); likewise the uncertainty map, if
+    there is one and the item names a file for it."""
+    prediction, item = segmented.prediction, segmented.item
+    affine = np.asarray(prediction.geometry.native_affine)
+    labels = undo_reorient(prediction.labels, np.asarray(prediction.geometry.orientation))
+    save_nifti(item.output, labels, affine, dtype=np.uint8)
+    if item.uncertainty_map and prediction.entropy_map is not None:
+        save_nifti(item.uncertainty_map, prediction.entropy_map, affine, dtype=np.float32)
+
+
+def _uncertainty_scores(
+    probs: torch.Tensor, members: Sequence[torch.Tensor], classes: Sequence[str]
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Per-class scores of :func:`cohortseg.stats.uncertainty_columns` and the (X, Y, Z)
+    entropy, on the preprocessed grid."""
+    entropy = predictive_entropy(probs)
+    labels = probs.argmax(dim=0)
+    n = probs.shape[0]
+    scores = dict(zip(classes, structure_uncertainty(entropy, labels, n), strict=True))
+    disagreement = member_disagreement(members, labels, n) if members else [math.nan] * (n - 1)
+    out = {f"uncertainty_{c}": v for c, v in scores.items()}
+    out.update({f"tta_disagreement_{c}": v for c, v in zip(classes, disagreement, strict=True)})
+    return out, entropy
 
 
 def segment_canonical(
@@ -101,18 +179,21 @@ def segment_canonical(
     plan: Mapping,
     inference: Mapping,
     device: torch.device,
-) -> tuple[np.ndarray, Geometry]:
+) -> Prediction:
     """The device's job for one volume: normalise, resample to the plan's spacing, segment by
-    sliding window and resample the class probabilities of the crop back to the canonical
-    native grid before the argmax, all on ``device``.
-
-    Returns the (X, Y, Z) uint8 labels in RAS voxel order (on the host) and the geometry.
+    sliding window (with the test-time augmentation of ``inference.tta``), score its
+    uncertainty per class and resample the class probabilities of the crop back to the
+    canonical native grid before the argmax, all on ``device``; with
+    ``inference.uncertainty_maps``, the entropy is resampled to the native grid too.
     """
     tensor, geometry = prepare_canonical(image, plan, device)
-    probs = predict_probabilities(net, tensor, plan, inference)
+    probs, members = predict_with_tta(net, tensor, plan, inference)
     del tensor
+    scores, entropy = _uncertainty_scores(probs, members, plan["classes"])
+    del members
     labels = restore_canonical_labels(probs, geometry)
-    return labels.cpu().numpy(), geometry
+    entropy_map = restore_map(entropy, geometry) if inference["uncertainty_maps"] else None
+    return Prediction(labels.cpu().numpy(), geometry, scores, entropy_map)
 
 
 class _Progress:
@@ -199,6 +280,7 @@ def segment_items(
         progress.finished(items[index], error)
 
     def write(index: int, segmented: _Segmented) -> None:
+        segmented.item.uncertainty = segmented.prediction.uncertainty
         try:
             write_labels(segmented)
         except Exception as exc:
@@ -247,7 +329,7 @@ def segment_items(
                 read_wait_s += time.perf_counter() - tick
             tick = time.perf_counter()
             try:
-                labels, geometry = segment_canonical(net, image, plan, inference, device)
+                prediction = segment_canonical(net, image, plan, inference, device)
             except Exception as exc:
                 problem = scrub(f"segmentation failed: {type(exc).__name__}: {exc}", item.image)
                 _log_failure(item.subject, problem)
@@ -260,8 +342,8 @@ def segment_items(
             while len(writes) >= queue_size:
                 writes.popleft().result()
             write_wait_s += time.perf_counter() - tick
-            writes.append(writers.submit(write, index, _Segmented(item, labels, geometry)))
-            del labels
+            writes.append(writers.submit(write, index, _Segmented(item, prediction)))
+            del prediction
         tick = time.perf_counter()
         for pending in writes:
             pending.result()
@@ -325,3 +407,17 @@ def write_shard_manifest(path: str, items: Sequence[ShardItem]) -> None:
     depends on, standing for the shard's segmentations)."""
     rows = [{"subject": i.subject, "segmentation": i.output} for i in items]
     io.write_manifest(path, rows, ["subject", "segmentation"], "segmentation")
+
+
+def write_uncertainty_table(path: str, items: Sequence[ShardItem], classes: Sequence[str]) -> None:
+    """Write the shard's uncertainty table: one row per subject with its scores
+    (:func:`cohortseg.stats.uncertainty_columns`) and, when the items have maps, the map and
+    its SHA-256."""
+    columns = ["subject", *uncertainty_columns(classes)]
+    rows = [
+        {"subject": i.subject, **i.uncertainty, "uncertainty_map": i.uncertainty_map} for i in items
+    ]
+    if items and all(i.uncertainty_map for i in items):
+        io.write_manifest(path, rows, [*columns, "uncertainty_map"], "uncertainty_map")
+    else:
+        io.write_tsv(path, rows, columns)

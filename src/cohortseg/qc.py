@@ -90,8 +90,14 @@ def select_qc_subjects(
     ]
 
 
-def montage_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> list[dict]:
-    """Three orthogonal slices through the centre of the labelled region, ready to display.
+def montage_slices(
+    image: np.ndarray,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    overlay: np.ndarray | None = None,
+) -> list[dict]:
+    """Three orthogonal slices through the centre of the labelled region, ready to display,
+    and the same slices of ``overlay`` (a map on the image's grid, e.g. an explanation).
 
     Both volumes are first reoriented to the closest canonical (RAS) voxel order, so the views are
     axial, coronal and sagittal whatever the scanner's voxel order. Slices are laid out in the
@@ -101,34 +107,38 @@ def montage_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray) ->
     Returns
     -------
     list of dict
-        One per view: ``name``, ``image`` and ``labels`` (2D, row 0 at the bottom), ``extent_mm``
-        (width, height) and ``sides`` (letters at the left, right, bottom and top edges).
+        One per view: ``name``, ``image``, ``labels`` and ``overlay`` (2D, row 0 at the bottom;
+        ``overlay`` None without one), ``extent_mm`` (width, height) and ``sides`` (letters at
+        the left, right, bottom and top edges).
     """
-    if image.shape != labels.shape:
+    if image.shape != labels.shape or (overlay is not None and overlay.shape != image.shape):
         raise CohortsegError(
             f"image shape {image.shape} and segmentation shape {labels.shape} differ"
+            + ("" if overlay is None else f" (overlay {overlay.shape})")
         )
     image, canon_affine, _ = reorient(image, affine)
     labels, _, _ = reorient(labels, affine)
+    over = reorient(overlay, affine)[0] if overlay is not None else None
     spacing = spacing_of(canon_affine)
     fg = np.argwhere(labels > 0)
     centre = ((fg.min(axis=0) + fg.max(axis=0)) // 2) if len(fg) else np.array(labels.shape) // 2
     cx, cy, cz = (int(c) for c in centre)
     # (view, 2D slices with rows = second axis, columns = first axis, spacings, edge letters)
     views = [
-        ("axial", image[:, :, cz], labels[:, :, cz], (0, 1), ("R", "L", "P", "A")),
-        ("coronal", image[:, cy, :], labels[:, cy, :], (0, 2), ("R", "L", "I", "S")),
-        ("sagittal", image[cx, :, :], labels[cx, :, :], (1, 2), ("A", "P", "I", "S")),
+        ("axial", np.s_[:, :, cz], (0, 1), ("R", "L", "P", "A")),
+        ("coronal", np.s_[:, cy, :], (0, 2), ("R", "L", "I", "S")),
+        ("sagittal", np.s_[cx, :, :], (1, 2), ("A", "P", "I", "S")),
     ]
     out = []
-    for name, img2d, lab2d, (col_axis, row_axis), sides in views:
+    for name, where, (col_axis, row_axis), sides in views:
         # .T: rows along the second axis; [:, ::-1]: R (or A) on the viewer's left
-        img2d, lab2d = img2d.T[:, ::-1], lab2d.T[:, ::-1]
+        img2d, lab2d = image[where].T[:, ::-1], labels[where].T[:, ::-1]
         out.append(
             {
                 "name": name,
                 "image": img2d,
                 "labels": lab2d,
+                "overlay": None if over is None else over[where].T[:, ::-1],
                 "extent_mm": (
                     img2d.shape[1] * float(spacing[col_axis]),
                     img2d.shape[0] * float(spacing[row_axis]),
@@ -137,6 +147,39 @@ def montage_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray) ->
             }
         )
     return out
+
+
+def display_window(image: np.ndarray) -> tuple[float, float]:
+    """Grey-level window of an image: its 0.5th and 99.5th percentiles."""
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
+    return float(lo), float(hi)
+
+
+def draw_view(ax: plt.Axes, view: Mapping, window: tuple[float, float]) -> tuple:
+    """Draw one view of :func:`montage_slices` in grey levels (``window``: low, high) with its
+    name and side letters, in millimetres; returns the extent for overlays."""
+    w, h = view["extent_mm"]
+    extent = (0, w, 0, h)
+    ax.imshow(
+        view["image"],
+        cmap="gray",
+        vmin=window[0],
+        vmax=window[1],
+        origin="lower",
+        extent=extent,
+        interpolation="nearest",
+    )
+    ax.set_title(view["name"], color="white")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    left, right, bottom, top = view["sides"]
+    style = {"color": "yellow", "fontsize": 11, "transform": ax.transAxes}
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+    return extent
 
 
 def qc_montage(
@@ -149,34 +192,14 @@ def qc_montage(
 ) -> None:
     """PNG of three orthogonal slices of ``image`` (X, Y, Z) with its label map overlaid, one
     colour per class (:func:`class_colour`); see :func:`montage_slices` for the layout."""
-    finite = image[np.isfinite(image)]
-    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
+    window = display_window(image)
     for ax, view in zip(axes, montage_slices(image, labels, affine), strict=True):
-        w, h = view["extent_mm"]
-        extent = (0, w, 0, h)
-        ax.imshow(
-            view["image"],
-            cmap="gray",
-            vmin=lo,
-            vmax=hi,
-            origin="lower",
-            extent=extent,
-            interpolation="nearest",
-        )
+        extent = draw_view(ax, view, window)
         overlay = np.zeros(view["labels"].shape + (4,))
         for value in range(1, len(classes) + 1):
             overlay[view["labels"] == value] = (*class_colour(value), 0.45)
         ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest")
-        ax.set_title(view["name"], color="white")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        left, right, bottom, top = view["sides"]
-        style = {"color": "yellow", "fontsize": 11, "transform": ax.transAxes}
-        ax.text(0.02, 0.5, left, ha="left", va="center", **style)
-        ax.text(0.98, 0.5, right, ha="right", va="center", **style)
-        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
-        ax.text(0.5, 0.98, top, ha="center", va="top", **style)
     handles = [Patch(color=class_colour(v), label=c) for v, c in enumerate(classes, start=1)]
     fig.legend(
         handles=handles, loc="lower center", ncol=len(classes), frameon=False, labelcolor="white"
@@ -184,6 +207,21 @@ def qc_montage(
     fig.suptitle(title, color="white")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(fig, path, dpi=80)
+
+
+def load_image_and_segmentation(
+    subject: str, image_path: str, segmentation: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A subject's (X, Y, Z) image, its uint8 segmentation and their (4, 4) affine, checked to
+    share one grid (a segmentation older than its image names the shard to rerun)."""
+    image, affine = load_nifti(image_path, subject)
+    labels, seg_affine = load_nifti(segmentation, subject, dtype=np.uint8)
+    if image.shape != labels.shape or not np.allclose(affine, seg_affine, atol=1e-3):
+        raise CohortsegError(
+            f"{subject}: segmentation {segmentation} is not on the grid of its image "
+            f"{show_path(image_path, 'image')}: rerun its inference shard"
+        )
+    return image, labels, affine
 
 
 def write_qc_montages(
@@ -199,14 +237,10 @@ def write_qc_montages(
     by_subject = {r["subject"]: r for r in stats_rows}
     written = []
     for sel in selection:
-        subject, row = sel["subject"], by_subject[sel["subject"]]
-        image, affine = load_nifti(images[subject], subject)
-        labels, seg_affine = load_nifti(row["segmentation"], subject, dtype=np.uint8)
-        if image.shape != labels.shape or not np.allclose(affine, seg_affine, atol=1e-3):
-            raise CohortsegError(
-                f"{subject}: segmentation {row['segmentation']} is not on the grid of its image "
-                f"{show_path(images[subject], 'image')}: rerun its inference shard"
-            )
+        subject = sel["subject"]
+        image, labels, affine = load_image_and_segmentation(
+            subject, images[subject], by_subject[subject]["segmentation"]
+        )
         path = Path(out_dir) / f"{subject}.png"
         title = f"{subject} ({sel['split']}): {sel['why']}"
         qc_montage(image, labels, affine, classes, title, path)

@@ -19,7 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cohortseg.io import atomic_write, parse_number, read_tsv  # noqa: E402
-from cohortseg.stats import PER_CLASS, PROGRESS, robust_centre_scale  # noqa: E402
+from cohortseg.stats import (  # noqa: E402
+    PER_CLASS,
+    PROGRESS,
+    robust_centre_scale,
+    uncertainty_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -298,13 +303,16 @@ def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]
     """The statistics table (subjects flagged for review first) and the cohort summary."""
     z = float(summary.get("outlier_z", math.inf))
     summary_rows = [{"column": col, **stats} for col, stats in summary.get("columns", {}).items()]
-    value_cols = [f"{q}_{c}" for q in PER_CLASS for c in classes]
+    value_cols = [f"{q}_{c}" for q in PER_CLASS for c in classes] + uncertainty_columns(classes)
     z_cols = [f"volume_z_{c}" for c in classes]
+    uz_cols = [f"uncertainty_z_{c}" for c in classes]
     ordered = sorted(rows, key=lambda r: (not r.get("review"), r["subject"]))
 
     def flagged(r: Mapping, col: str) -> bool:
         if col in z_cols:
             return abs(_number(r.get(col))) > z
+        if col in uz_cols:
+            return _number(r.get(col)) > z
         return col == "review" and bool(r.get("review"))
 
     progress = summary.get("progress", {})
@@ -315,11 +323,14 @@ def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]
             (
                 "Per subject, flagged for review first",
                 f'<p class="note">Volume z: robust z-score (median, 1.4826 × MAD) over the cohort; '
-                f"|z| &gt; {z:g} flags the subject for review. Bounding boxes in scanner RAS+ mm."
-                "</p>"
+                f"|z| &gt; {z:g} flags the subject for review. Uncertainty: mean normalised "
+                "predictive entropy (0–1) inside the predicted structure and its boundary band; "
+                f"its robust z &gt; {z:g} flags the subject. TTA disagreement: 1 − mean Dice "
+                "between the test-time-augmentation members and their average. Bounding boxes "
+                "in scanner RAS+ mm.</p>"
                 + html_table(
                     ordered,
-                    ["subject", "split", "status", "review", *z_cols, *value_cols],
+                    ["subject", "split", "status", "review", *z_cols, *uz_cols, *value_cols],
                     flagged=flagged,
                 ),
             ),
@@ -334,15 +345,38 @@ def stats_page(rows: Sequence[Mapping], summary: Mapping, classes: Sequence[str]
     )
 
 
+def _calibration_section(calibration: Mapping) -> str:
+    """The expected calibration error and the reliability bins as HTML."""
+    rows = [
+        {
+            "confidence bin": f"{b['bin'][0]:.1f}–{b['bin'][1]:.1f}",
+            "voxels": b["voxels"],
+            "mean confidence": b["confidence"],
+            "accuracy": b["accuracy"],
+        }
+        for b in calibration.get("bins", [])
+    ]
+    return (
+        f"<p>Expected calibration error (ECE) of the top class's probability over every voxel "
+        f"of the body crop of {calibration.get('n_subjects', 0)} validation subject(s), "
+        f"test-time augmentation {html.escape(str(calibration.get('tta', '')))}: "
+        f"<b>{_cell(calibration.get('ece'))[0]}</b> (0 is perfect; the reliability diagram is "
+        "results/report/calibration.png).</p>"
+        + html_table(rows, ["confidence bin", "voxels", "mean confidence", "accuracy"])
+    )
+
+
 def run_page(
     config: Mapping,
     plan: Mapping,
     progress: Mapping,
     review: Sequence[Mapping],
     runtimes: Sequence[Mapping],
+    calibration: Mapping | None = None,
 ) -> str:
-    """The run at a glance: progress, subjects to review, run time per rule, the plan and the
-    configuration."""
+    """The run at a glance: progress, subjects to review, the calibration of the probabilities
+    on the validation split (``calibration``: :func:`cohortseg.calibration.calibration_summary`),
+    run time per rule, the plan and the configuration."""
     import yaml
 
     from cohortseg.redact import show_path
@@ -366,6 +400,16 @@ def run_page(
                 html_table(list(review), ["subject", "split", "why"])
                 if review
                 else "<p>No subject is flagged.</p>",
+            ),
+            *(
+                [
+                    (
+                        "Calibration on the validation split",
+                        _calibration_section(calibration),
+                    )
+                ]
+                if calibration
+                else []
             ),
             (
                 "Run time per rule",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cohortseg.geometry import undo_reorient
-from cohortseg.preprocess import Geometry
+from cohortseg.preprocess import Geometry, resize
 
 
 def restore_labels(probabilities: torch.Tensor, geometry: Geometry) -> np.ndarray:
@@ -25,6 +25,21 @@ def restore_labels(probabilities: torch.Tensor, geometry: Geometry) -> np.ndarra
     """
     labels = restore_canonical_labels(probabilities, geometry).cpu().numpy()
     return undo_reorient(labels, np.asarray(geometry.orientation))
+
+
+def restore_map(values: torch.Tensor, geometry: Geometry, outside: float = 0.0) -> np.ndarray:
+    """Map a voxel-wise quantity (an uncertainty, say) on the preprocessed grid back to the
+    native grid: the (X', Y', Z') ``values``, ``outside`` beyond the body crop, resampled
+    linearly to the canonical native grid and reoriented to the native voxel order.
+
+    Returns float32 of exactly ``geometry.native_shape`` (on the host).
+    """
+    full = torch.full(
+        tuple(geometry.resampled_shape), outside, dtype=torch.float32, device=values.device
+    )
+    full[tuple(slice(a, b) for a, b in geometry.crop)] = values.float()
+    canonical = resize(full[None], geometry.canonical_shape, "linear")[0]
+    return undo_reorient(canonical.cpu().numpy(), np.asarray(geometry.orientation))
 
 
 # Boundary voxels interpolated at once by restore_canonical_labels: each takes 8 gathers of

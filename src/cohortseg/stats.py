@@ -66,13 +66,27 @@ PER_CLASS = (
 )
 
 
+# Per-subject uncertainty scores per class, from the inference job (cohortseg.uncertainty):
+# the mean normalised predictive entropy inside the predicted structure and its boundary band,
+# and 1 - the mean Dice between the test-time-augmentation members and their average.
+UNCERTAINTY = ("uncertainty", "tta_disagreement")
+
+
+def uncertainty_columns(classes: Sequence[str]) -> list[str]:
+    """The per-class uncertainty columns that inference writes (:data:`UNCERTAINTY`):
+    ``uncertainty_{class}`` and ``tta_disagreement_{class}`` (empty without TTA)."""
+    return [f"{q}_{c}" for q in UNCERTAINTY for c in classes]
+
+
 def stats_columns(classes: Sequence[str], with_outliers: bool = True) -> list[str]:
     """Column names of the statistics table, in order (``with_outliers``: the cohort's
-    robust z-scores of the volumes and the ``review`` column, known only after the join)."""
+    robust z-scores of the volumes and uncertainties and the ``review`` column, known only
+    after the join)."""
     cols = ["subject", "split", "status"]
     cols += [f"{q}_{c}" for q in PER_CLASS for c in classes]
+    cols += uncertainty_columns(classes)
     if with_outliers:
-        cols += [f"volume_z_{c}" for c in classes] + ["review"]
+        cols += [f"{q}_z_{c}" for q in ("volume", "uncertainty") for c in classes] + ["review"]
     return cols + ["image", "segmentation", "problem"]
 
 
@@ -137,9 +151,11 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 
 
 def flag_outliers(rows: Sequence[dict], classes: Sequence[str], outlier_z: float) -> list[dict]:
-    """Add the cohort's ``volume_z_{class}`` to each row and ``review``: what makes the subject a
-    candidate for review (classes whose |z| exceeds ``outlier_z``, or an empty or failed
-    segmentation), comma-separated; empty when nothing is unusual. Returns new rows."""
+    """Add the cohort's ``volume_z_{class}`` and ``uncertainty_z_{class}`` to each row and
+    ``review``: what makes the subject a candidate for review (classes whose volume |z| exceeds
+    ``outlier_z``, classes whose uncertainty z exceeds it: only unusually high uncertainty is a
+    reason, or an empty or failed segmentation), comma-separated; empty when nothing is
+    unusual. Returns new rows."""
     rows = [dict(r) for r in rows]
     measured = [r for r in rows if r.get("status") != "failed"]
     reasons: dict[int, list[str]] = {id(r): [] for r in rows}
@@ -149,6 +165,12 @@ def flag_outliers(rows: Sequence[dict], classes: Sequence[str], outlier_z: float
             r[f"volume_z_{c}"] = float(z)
             if np.isfinite(z) and abs(z) > outlier_z:
                 reasons[id(r)].append(f"{c} volume z={z:+.1f}")
+    for c in classes:
+        zs = robust_z([parse_number(r.get(f"uncertainty_{c}"), math.nan) for r in measured])
+        for r, z in zip(measured, zs, strict=True):
+            r[f"uncertainty_z_{c}"] = float(z)
+            if np.isfinite(z) and z > outlier_z:
+                reasons[id(r)].append(f"{c} uncertainty z={z:+.1f}")
     for r in rows:
         if r.get("status") in ("empty", "failed"):
             reasons[id(r)].insert(0, f"{r['status']} segmentation")
@@ -184,8 +206,8 @@ def summarise_stats(
     dict
         ``progress`` (subjects in the cohort, segmented, of which empty, failed, skipped),
         ``columns`` (n, mean, sd, min, 5th percentile, median, 95th percentile, max of each
-        numeric column over the segmented subjects), ``review`` (flagged subjects and why) and
-        ``outlier_z``.
+        numeric column, uncertainties included, over the segmented subjects), ``review``
+        (flagged subjects and why) and ``outlier_z``.
     """
     status = [r.get("status") for r in rows]
     progress = {
@@ -198,7 +220,7 @@ def summarise_stats(
     }
     measured = [r for r in rows if r.get("status") != "failed"]
     columns = {}
-    for col in [f"{q}_{c}" for q in PER_CLASS for c in classes]:
+    for col in [f"{q}_{c}" for q in PER_CLASS for c in classes] + uncertainty_columns(classes):
         x = np.array([parse_number(r.get(col), math.nan) for r in measured])
         x = x[np.isfinite(x)]
         if not x.size:

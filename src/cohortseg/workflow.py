@@ -118,6 +118,23 @@ def resolve_shard_size(setting: int | str, n_subjects: int) -> int:
     return size
 
 
+#: The inference keys that training's validation reads (sliding window on the plan's grid): the
+#: others (test-time augmentation, uncertainty maps, workers) only concern inference shards, so
+#: changing them must not retrain the model.
+TRAINING_INFERENCE_KEYS = ("overlap", "sw_batch_size")
+
+
+def training_config(config: Mapping) -> dict[str, Any]:
+    """The config the training job gets: the ``model`` and ``training`` sections, the
+    inference keys its validation reads (:data:`TRAINING_INFERENCE_KEYS`) and, for
+    ``training.backend: federated``, the ``federated`` section."""
+    inference = {k: config["inference"][k] for k in TRAINING_INFERENCE_KEYS}
+    out = {"model": config["model"], "training": config["training"], "inference": inference}
+    if config["training"]["backend"] == "federated":
+        out["federated"] = config["federated"]
+    return out
+
+
 def cohort_config(config: Mapping) -> dict[str, Any]:
     """The config sections a job needs to rebuild the cohort and its shards itself (the sample
     sheet is the one source of who is in a job): a few hundred bytes, whatever the cohort."""
@@ -239,6 +256,18 @@ def skipped_counts(cohort: WorkflowCohort, invalid: Iterable[str]) -> dict[str, 
     }
 
 
+def robustness_subjects(
+    cohort: WorkflowCohort, n: int, exclude: Iterable[str] = ()
+) -> list[Subject]:
+    """The subjects the robustness plot perturbs: the first ``n`` test subjects with a label, in
+    sheet order, leaving out those in ``exclude`` (invalid ones under ``on_invalid: skip``)."""
+    left_out = set(exclude)
+    chosen = [
+        s for s in cohort.subjects if s.split == "test" and s.label and s.subject not in left_out
+    ]
+    return chosen[:n]
+
+
 def job_subjects(cohort: WorkflowCohort, stage: str, shard: str, on_invalid: str) -> list[Subject]:
     """The subjects a shard job of ``stage`` works on: the shard's members of the stage's
     splits, less those its validation shard found invalid (``on_invalid: skip``).
@@ -341,6 +370,17 @@ def patch_manifest_path(shard: str) -> str:
 def validation_shard_path(shard: str) -> str:
     """A validation shard's problems (TSV)."""
     return f"results/qc/validation/{shard}.tsv"
+
+
+def uncertainty_shard_path(shard: str) -> str:
+    """An inference shard's per-subject uncertainty scores (TSV; with maps, their SHA-256)."""
+    return f"results/uncertainty/{shard}.tsv"
+
+
+def uncertainty_map_path(subject: str) -> str:
+    """A subject's voxel-wise uncertainty map on its native grid
+    (``inference.uncertainty_maps``)."""
+    return f"results/uncertainty_maps/{subject}.nii.gz"
 
 
 def metrics_shard_path(shard: str) -> str:

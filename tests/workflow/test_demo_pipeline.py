@@ -53,6 +53,36 @@ def test_metrics_table_and_summary(demo_run):
     assert len(summary["worst_subjects"]) == 5
 
 
+def test_uncertainty_calibration_and_robustness_are_measured(demo_run):
+    rows = read_tsv(demo_run / "results" / "stats.tsv")
+    assert len(rows) == len(SUBJECTS)
+    for r in rows:
+        for c in CONFIG["classes"]:
+            assert 0 <= float(r[f"uncertainty_{c}"]) < 0.5, (r["subject"], c)
+            assert r[f"uncertainty_z_{c}"] != ""
+            assert r[f"tta_disagreement_{c}"] == "nan"  # tta: none by default
+    calibration = json.loads((demo_run / "results" / "calibration.json").read_text())
+    assert calibration["n_subjects"] == CONFIG["demo"]["subjects_per_split"]["val"]
+    assert 0 <= calibration["ece"] < 0.1
+    table = read_tsv(demo_run / "results" / "robustness.tsv")
+    assert {r["perturbation"] for r in table} == {
+        "noise",
+        "bias_field",
+        "intensity_scale",
+        "gamma",
+        "resolution_loss",
+        "rotation",
+    }
+    clean = [float(r["mean_dice"]) for r in table if float(r["strength"]) == 0]
+    assert min(clean) > 0.8 and len(set(clean)) == 1  # the clean copies, once per line
+    for name in ("calibration.png", "robustness.png"):
+        assert (demo_run / "results" / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    montages = {p.name for p in (demo_run / "results" / "qc" / "montages").glob("*.png")}
+    assert {
+        p.name for p in (demo_run / "results" / "qc" / "explanations").glob("*.png")
+    } == montages
+
+
 def test_every_rule_left_a_log_and_a_benchmark(demo_run):
     for rule in ("plan", "train", "summarise"):
         assert (demo_run / "logs" / f"{rule}.log").exists()

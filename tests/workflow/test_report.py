@@ -99,8 +99,19 @@ def demo_report(demo_run) -> Path:
 
 def test_report_holds_every_figure_and_table(demo_report):
     results, categories = report_results(demo_report)
-    assert set(categories) == {"Run", "Training", "Metrics", "QC montages", "Cohort statistics"}
+    assert set(categories) == {
+        "Run",
+        "Training",
+        "Metrics",
+        "QC montages",
+        "Cohort statistics",
+        "Calibration",
+        "Robustness",
+        "Explanations",
+    }
     for path in (
+        "results/report/calibration.png",
+        "results/report/robustness.png",
         "results/model/learning_curve.png",
         "results/metrics.tsv",
         "results/report/metrics.html",
@@ -116,8 +127,17 @@ def test_report_holds_every_figure_and_table(demo_report):
     selection = read_json(demo_report.parent / "qc" / "montages" / "selection.json")
     assert {r["labels"]["subject"] for r in montages.values()} == set(selection)
     assert all(r["labels"]["why"] and r["mime_type"] == "image/png" for r in montages.values())
+    explanations = {p for p in results if p.startswith("results/qc/explanations/")}
+    assert {p.rsplit("/", 1)[1][: -len(".png")] for p in explanations} == set(selection)
     run_page = (demo_report.parent / "report" / "run.html").read_text()
-    for text in ("segmented", "Run time per rule", "train", "target_spacing_mm", "outlier_z"):
+    for text in (
+        "segmented",
+        "Run time per rule",
+        "train",
+        "target_spacing_mm",
+        "outlier_z",
+        "Calibration on the validation split",
+    ):
         assert text in run_page, text
 
 

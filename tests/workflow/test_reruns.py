@@ -68,6 +68,7 @@ def test_a_deleted_segmentation_reruns_only_its_shard(finished):
         "stats": 1,
         "stats_summary": 1,
         "qc_montages": 1,
+        "explanations": 1,
         "report_tables": 1,
         "report_run": 1,
         "all": 1,

@@ -141,12 +141,13 @@ def dicom_sources(w):
     return tracked([p for s in sources for p in (s.image, s.label) if is_dicom(p)])
 
 
-def incomplete_marker(stage, *columns):
+def incomplete_marker(stage, *columns, table=None):
     """Input function: a marker that makes a finished shard of `stage` run again when a file
-    its manifest lists (in `columns`; not declared outputs) was deleted."""
+    its manifest (or another `table` of the shard, a function of the shard) lists (in
+    `columns`; not declared outputs) was deleted."""
 
     def marker(w):
-        manifest = wf.STAGE_OUTPUT[stage](w.shard)
+        manifest = (table or wf.STAGE_OUTPUT[stage])(w.shard)
         return wf.missing_files_marker(
             manifest, f"{os.path.dirname(manifest)}/.incomplete/{w.shard}", columns
         )

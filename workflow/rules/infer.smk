@@ -1,8 +1,9 @@
 # Inference in shards: one job per shard loads the model once, writes each subject's
-# segmentation and, last, the shard's manifest (subject, segmentation, SHA-256), which is the
-# job's one declared output. All shards are jobs of this one rule, so the SLURM executor submits
-# them as one job array. A segmentation deleted from a finished shard makes that shard run
-# again (incomplete marker).
+# segmentation (and, with inference.uncertainty_maps, its uncertainty map), the shard's
+# uncertainty table and, last, the shard's manifest (subject, segmentation, SHA-256). All
+# shards are jobs of this one rule, so the SLURM executor submits them as one job array. A
+# segmentation (or uncertainty map) deleted from a finished shard makes that shard run again
+# (incomplete markers).
 
 
 rule infer:
@@ -11,8 +12,12 @@ rule infer:
         images=member_files("infer", "image"),
         validated=wf.validation_shard_path("{shard}"),
         incomplete=incomplete_marker("infer", "segmentation"),
+        incomplete_maps=incomplete_marker(
+            "infer", "uncertainty_map", table=wf.uncertainty_shard_path
+        ),
     output:
-        inference_manifest("{shard}"),
+        manifest=inference_manifest("{shard}"),
+        uncertainty=wf.uncertainty_shard_path("{shard}"),
     log:
         "logs/infer/{shard}.log",
     benchmark:
@@ -29,7 +34,9 @@ rule infer:
         members=members("infer"),
         cohort=COHORT_JSON,
         inference=as_json(config["inference"]),
+        classes=config["classes"],
     shell:
         "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
         " --checkpoint {input.model} --inference {params.inference}"
-        " --manifest {output} > {log} 2>&1"
+        " --classes {params.classes} --uncertainty {output.uncertainty}"
+        " --manifest {output.manifest} > {log} 2>&1"

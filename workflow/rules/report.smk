@@ -43,6 +43,45 @@ rule qc_montages:
         " > {log} 2>&1"
 
 
+# Grad-CAM of one class over the montage slices of the same subjects.
+rule explanations:
+    input:
+        model="results/model/best.pt",
+        montages="results/qc/montages",
+        stats="results/stats.tsv",
+    output:
+        report(
+            directory("results/qc/explanations"),
+            patterns=["{subject}.png"],
+            caption="../report/explanation.rst",
+            category="Explanations",
+            labels=lambda w: {
+                "subject": w.subject,
+                **read_json("results/qc/montages/selection.json")[w.subject],
+            },
+        ),
+    log:
+        "logs/explanations.log",
+    benchmark:
+        "logs/benchmarks/explanations.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("infer")
+    resources:
+        **cluster_resources("infer"),
+    params:
+        script=script("explanations.py"),
+        report=as_json(config["report"]),
+        cohort=COHORT_JSON,
+        device=config["inference"]["device"],
+    shell:
+        "python {params.script} --checkpoint {input.model} --montages {input.montages}"
+        " --stats {input.stats} --cohort {params.cohort} --report {params.report}"
+        " --device {params.device} --out-dir {output} > {log} 2>&1"
+
+
 rule report_tables:
     input:
         metrics=report(
@@ -89,6 +128,91 @@ rule report_tables:
         " --stats-page {output.stats_page} --histograms {output.histograms} > {log} 2>&1"
 
 
+# The probabilities' calibration on the validation split (preprocessed subjects, segmented as
+# inference does, test-time augmentation included).
+rule calibration:
+    input:
+        model="results/model/best.pt",
+        val=[
+            wf.preprocessed_manifest_path(shard)
+            for shard, ids in STAGE_SHARDS["preprocess"].items()
+            if any(BY_ID[s].split == "val" for s in ids)
+        ],
+    output:
+        summary="results/calibration.json",
+        figure=report(
+            "results/report/calibration.png",
+            caption="../report/calibration.rst",
+            category="Calibration",
+        ),
+    log:
+        "logs/calibration.log",
+    benchmark:
+        "logs/benchmarks/calibration.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("infer")
+    resources:
+        **cluster_resources("infer"),
+    params:
+        script=script("calibration.py"),
+        cohort=COHORT_JSON,
+        inference=as_json(config["inference"]),
+    shell:
+        "python {params.script} --cohort {params.cohort} --checkpoint {input.model}"
+        " --inference {params.inference} --summary {output.summary}"
+        " --figure {output.figure} > {log} 2>&1"
+
+
+# Dice and uncertainty of the current model on a few test subjects perturbed at graded
+# strengths (checked by validation; a verdict changed later does not rerun it).
+ROBUSTNESS_SUBJECTS = wf.robustness_subjects(
+    COHORT, config["report"]["robustness_subjects"]
+)
+
+
+rule robustness:
+    input:
+        model="results/model/best.pt",
+        images=[ancient(p) for p in tracked(s.image for s in ROBUSTNESS_SUBJECTS)],
+        labels=[ancient(p) for p in tracked(s.label for s in ROBUSTNESS_SUBJECTS)],
+        validated=ancient(VALIDATION_OK),
+        invalid=ancient(INVALID_TABLE),
+    output:
+        table="results/robustness.tsv",
+        figure=report(
+            "results/report/robustness.png",
+            caption="../report/robustness.rst",
+            category="Robustness",
+        ),
+    log:
+        "logs/robustness.log",
+    benchmark:
+        "logs/benchmarks/robustness.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("infer")
+    resources:
+        **cluster_resources("infer"),
+    params:
+        script=script("robustness.py"),
+        cohort=COHORT_JSON,
+        inference=as_json(config["inference"]),
+        classes=config["classes"],
+        subjects=config["report"]["robustness_subjects"],
+        strengths=config["report"]["robustness_strengths"],
+    shell:
+        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
+        " --checkpoint {input.model} --inference {params.inference}"
+        " --classes {params.classes} --subjects {params.subjects}"
+        " --strengths {params.strengths} --table {output.table}"
+        " --figure {output.figure} > {log} 2>&1"
+
+
 # Last: its run-time table reads the benchmark files of every job before it.
 rule report_run:
     input:
@@ -99,7 +223,10 @@ rule report_run:
         ),
         plan="results/plan/plan.json",
         stats_summary="results/stats_summary.json",
+        calibration=rules.calibration.output.summary,
+        robustness=rules.robustness.output.table,
         qc="results/qc/montages",
+        explanations=rules.explanations.output,
         tables=rules.report_tables.output,
         meshes=MESHES,
     output:
@@ -129,6 +256,7 @@ rule report_run:
         config=as_json(config),
     shell:
         "python {params.script} --config {params.config} --plan {input.plan}"
-        " --stats-summary {input.stats_summary} --benchmarks logs/benchmarks"
+        " --stats-summary {input.stats_summary} --calibration {input.calibration}"
+        " --benchmarks logs/benchmarks"
         " --page {output.page} --runtimes {output.runtimes}"
         " --runtimes-plot {output.runtimes_plot} > {log} 2>&1"

@@ -8,6 +8,7 @@ rule stats:
     input:
         metrics=wf.metrics_shard_path("{shard}"),
         segmented=inference_manifest("{shard}"),
+        uncertainty=wf.uncertainty_shard_path("{shard}"),
     output:
         wf.stats_shard_path("{shard}"),
     log:
@@ -26,7 +27,8 @@ rule stats:
         classes=config["classes"],
     shell:
         "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --segmented {input.segmented} --classes {params.classes} --output {output}"
+        " --segmented {input.segmented} --uncertainty {input.uncertainty}"
+        " --classes {params.classes} --output {output}"
         " > {log} 2>&1"
 
 

@@ -34,9 +34,7 @@ rule train:
         script=script("train.py"),
         launch=train_launcher(),
         cohort=COHORT_JSON,
-        config=as_json(
-            {k: config[k] for k in ("model", "training", "inference", "federated")}
-        ),
+        config=as_json(wf.training_config(config)),
         out_dir=lambda w, output: os.path.dirname(output.best),
         checkpoint_dir=wf.TRAIN_CHECKPOINT_DIR,
     shell:
