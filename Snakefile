@@ -27,6 +27,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/meshes.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:
@@ -39,6 +40,7 @@ rule all:
         "results/stats_summary.json",
         "results/qc/montages",
         "results/report/run.html",
+        wf.REVIEW_TABLE,
         MESHES,
         MAPPING_TARGETS,
         # every inference shard's manifest (it stands for the shard's segmentations)

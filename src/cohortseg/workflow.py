@@ -234,6 +234,7 @@ VALIDATION_OK = "results/qc/validation.ok"
 PLAN = "results/plan/plan.json"
 FINGERPRINT = "results/plan/fingerprint.json"
 TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
+REVIEW_TABLE = "results/review/review.tsv"
 
 
 def segmentation_path(subject: str) -> str:
