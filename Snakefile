@@ -19,9 +19,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/privacy.smk"
+include: "workflow/rules/corrections.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/versions.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/stats.smk"
@@ -41,6 +43,7 @@ rule all:
         "results/qc/montages",
         "results/report/run.html",
         wf.REVIEW_TABLE,
+        versions.VERSIONS_TABLE,
         MESHES,
         MAPPING_TARGETS,
         # every inference shard's manifest (it stands for the shard's segmentations)

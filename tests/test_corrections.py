@@ -21,20 +21,22 @@ from cohortseg.slicer import write_seg_nrrd
 CLASSES = ["organ", "shell", "tube"]
 
 
-def test_found_in_the_folder_and_in_a_datastore_final_labels(tmp_path):
-    (tmp_path / "labels" / "final").mkdir(parents=True)
-    (tmp_path / "sub-1.seg.nrrd").write_bytes(b"")
-    (tmp_path / "labels" / "final" / "sub-2.nii.gz").write_bytes(b"")
-    (tmp_path / "notes.txt").write_text("")
-    found = find_corrections(tmp_path)
+def test_found_in_a_folder_and_in_a_datastore_final_labels(tmp_path):
+    folder, store = tmp_path / "corrections", tmp_path / "datastore"
+    (store / "labels" / "final").mkdir(parents=True)
+    folder.mkdir()
+    (folder / "sub-1.seg.nrrd").write_bytes(b"")
+    (folder / "notes.txt").write_text("")
+    (store / "sub-2.nii.gz").write_bytes(b"")  # a datastore's image, not a correction
+    (store / "labels" / "final" / "sub-2.nii.gz").write_bytes(b"")
+    found = find_corrections(folder, None, store, tmp_path / "nowhere")
     assert found == {
-        "sub-1": str(tmp_path / "sub-1.seg.nrrd"),
-        "sub-2": str(tmp_path / "labels" / "final" / "sub-2.nii.gz"),
+        "sub-1": str(folder / "sub-1.seg.nrrd"),
+        "sub-2": str(store / "labels" / "final" / "sub-2.nii.gz"),
     }
-    assert find_corrections(None) == {} and find_corrections(tmp_path / "nowhere") == {}
-    (tmp_path / "sub-2.seg.nrrd").write_bytes(b"")
+    (folder / "sub-2.seg.nrrd").write_bytes(b"")
     with pytest.raises(CohortsegError, match="sub-2 has two corrections"):
-        find_corrections(tmp_path)
+        find_corrections(folder, store)
 
 
 def test_corrected_subjects_join_training_or_keep_their_split():

@@ -3,7 +3,8 @@
 NIfTI label maps on their image's grid, and made labelled subjects of the cohort.
 
 A correction is named after its subject: ``{subject}.seg.nrrd`` (or ``.nrrd``, as 3D Slicer
-saves a segmentation) or ``{subject}.nii.gz`` / ``.nii``. A corrected subject that had a label
+saves a segmentation) or ``{subject}.nii.gz`` / ``.nii``; in a MONAI Label datastore, only those in
+``labels/final/``. A corrected subject that had a label
 keeps its split (so val and test stay fixed); one that had none (``infer``) joins ``train``, or
 ``val`` for a share of them (``corrections.split``).
 """
@@ -22,7 +23,6 @@ from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError, InvalidInputError
 from cohortseg.geometry import check_same_grid
 from cohortseg.io import load_nifti
-from cohortseg.slicer import is_seg_nrrd, read_seg_nrrd
 
 #: Where the checked corrections are written (one NIfTI label map per subject).
 CORRECTED_LABELS = "results/corrections"
@@ -41,31 +41,34 @@ def _subject_of(name: str) -> str | None:
     return None
 
 
-def find_corrections(directory: str | os.PathLike[str] | None) -> dict[str, str]:
-    """Subject id → correction file in ``directory`` and its ``labels/final/`` (a MONAI Label
-    datastore's submitted labels); ``{}`` when ``directory`` is ``None`` or absent.
+def find_corrections(*directories: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Subject id → correction file in each of ``directories``: in ``labels/final/`` for a
+    MONAI Label datastore (a directory that has one: its top level holds the images), else in
+    the directory itself; ``None`` or absent directories hold none.
 
     Raises
     ------
     CohortsegError
         If a subject has two corrections (the message names both files).
     """
-    if directory is None or not os.path.isdir(directory):
-        return {}
     found: dict[str, str] = {}
-    for folder in (Path(directory), Path(directory) / "labels" / "final"):
-        if not folder.is_dir():
+    for directory in directories:
+        if directory is None:
             continue
-        for path in sorted(folder.iterdir()):
-            subject = _subject_of(path.name) if path.is_file() else None
-            if subject is None:
-                continue
-            if subject in found:
-                raise CohortsegError(
-                    f"corrections.dir: {subject} has two corrections, {found[subject]} and "
-                    f"{path}; keep one"
-                )
-            found[subject] = str(path)
+        folder = Path(directory)
+        if (folder / "labels" / "final").is_dir():
+            folder = folder / "labels" / "final"
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                subject = _subject_of(path.name) if path.is_file() else None
+                if subject is None:
+                    continue
+                if subject in found:
+                    raise CohortsegError(
+                        f"corrections: {subject} has two corrections, {found[subject]} and "
+                        f"{path}; keep one"
+                    )
+                found[subject] = str(path)
     return found
 
 
@@ -95,7 +98,7 @@ def apply_corrections(
     unknown = sorted(set(corrections) - ids)
     if unknown:
         raise CohortsegError(
-            f"corrections.dir: {', '.join(corrections[s] for s in unknown)}: no subject of this "
+            f"corrections: {', '.join(corrections[s] for s in unknown)}: no subject of this "
             "cohort has that id (name a correction after its subject)"
         )
     return [
@@ -135,6 +138,10 @@ def read_correction(
     InvalidInputError
         Naming the subject and the file: unreadable, an unknown segment or value, another grid.
     """
+    # here, not at the top: the workflow imports this module when it plans, and the Slicer
+    # reader brings matplotlib (segment colours) with it
+    from cohortseg.slicer import is_seg_nrrd, read_seg_nrrd
+
     image_header = load_nifti(image, subject, dtype=None)
     shape, affine = image_header[0].shape, image_header[1]
     if is_seg_nrrd(path):
