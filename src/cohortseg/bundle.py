@@ -88,14 +88,17 @@ def run_inference(
     postprocessing: Callable,
     device: str | torch.device,
 ) -> list[str]:
-    """The bundle's ``run``: each image through preprocessing, the inferer with the network,
-    softmax and postprocessing. Returns the label maps written."""
+    """The bundle's ``run``: each image through preprocessing, the inferer with the network
+    (bf16 autocast on CUDA, as cohortseg's inference), softmax and postprocessing. Returns the
+    label maps written."""
     network.eval()
+    device = torch.device(device)
     written = []
     with torch.no_grad():
         for path in images:
             data = preprocessing({"image": path})
-            logits = inferer(data["image"][None].to(device), network)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = inferer(data["image"][None].to(device), network)
             data["pred"] = torch.softmax(logits[0].float(), dim=0)
             written.append(postprocessing(data)["output_path"])
     return written
