@@ -143,7 +143,9 @@ def inference_checkpoint(
     return path
 
 
-def version_of_checkpoint(path: str | None, models_dir: str | os.PathLike[str] = MODELS_DIR):
+def version_of_checkpoint(
+    path: str | None, models_dir: str | os.PathLike[str] = MODELS_DIR
+) -> int | None:
     """The version whose checkpoint ``path`` is (``results/models/v{N}/best.pt``), else None."""
     if path is None:
         return None
