@@ -41,7 +41,10 @@ from cohortseg.io import load_nifti, read_tsv
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = yaml.safe_load((REPO / "config.yaml").read_text())["classes"]
 TINY = {
-    "demo": {"subjects_per_split": {"train": 4, "val": 1, "test": 1, "infer": 2}},
+    "demo": {
+        "subjects_per_split": {"train": 4, "val": 1, "test": 1, "infer": 2},
+        "shape": [40, 40, 32],
+    },
     "model": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0},
     "training": {
         "epochs": 6,
