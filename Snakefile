@@ -20,14 +20,17 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/privacy.smk"
+include: "workflow/rules/corrections.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/versions.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/meshes.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:
@@ -40,6 +43,8 @@ rule all:
         "results/stats_summary.json",
         "results/qc/montages",
         "results/report/run.html",
+        wf.REVIEW_TABLE,
+        versions.VERSIONS_TABLE,
         MESHES,
         MAPPING_TARGETS,
         DICOM_SEGS,

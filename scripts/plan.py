@@ -1,12 +1,15 @@
-"""Fingerprint the training subjects and write the preprocessing plan."""
+"""Fingerprint the training subjects and write the preprocessing plan (when fine-tuning a kept
+model, training.init_from, that model's plan, and corrected subjects are left out)."""
 
 import argparse
 import logging
 
 from cohortseg.cli import json_arg, run
 from cohortseg.io import write_json
+from cohortseg.models import read_checkpoint
 from cohortseg.plan import fingerprint, make_plan
-from cohortseg.workflow import excluded_subjects, workflow_cohort
+from cohortseg.versions import resolve_init_from, training_subjects_hash
+from cohortseg.workflow import excluded_subjects, plan_subjects, workflow_cohort
 
 
 def main() -> None:
@@ -17,18 +20,28 @@ def main() -> None:
         "--config",
         type=json_arg,
         required=True,
-        help="JSON with the plan, model and classes config sections",
+        help="JSON with the plan, model and classes config sections and training.init_from "
+        "as init_from",
     )
     parser.add_argument("--fingerprint", required=True, help="output JSON")
     parser.add_argument("--plan", required=True, help="output JSON")
     args = parser.parse_args()
     invalid = excluded_subjects(args.invalid, args.cohort["validation"]["on_invalid"])
     cohort = workflow_cohort(args.cohort)
-    subjects = [s for s in cohort.subjects if s.split == "train" and s.subject not in invalid]
-    logging.getLogger("cohortseg").info("plan from %d training subject(s)", len(subjects))
+    init_from = resolve_init_from(
+        args.config["init_from"], training_subjects_hash(cohort.subjects), bool(cohort.corrections)
+    )
+    ids = set(plan_subjects(cohort, fine_tuning=init_from is not None)) - invalid
+    subjects = [s for s in cohort.subjects if s.subject in ids]
+    log = logging.getLogger("cohortseg")
+    log.info("plan from %d training subject(s)", len(subjects))
     fp = fingerprint(subjects)
     write_json(args.fingerprint, fp)
-    write_json(args.plan, make_plan(fp, args.config))
+    if init_from is None:
+        write_json(args.plan, make_plan(fp, args.config))
+    else:
+        log.info("fine-tuning %s: its plan is kept", init_from)
+        write_json(args.plan, read_checkpoint(init_from)["plan"])
 
 
 if __name__ == "__main__":

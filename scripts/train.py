@@ -53,6 +53,11 @@ def main() -> None:
         help="where last.pt is kept while training and resumed from (default: --out-dir); "
         "emptied of it when training has finished",
     )
+    parser.add_argument(
+        "--init-from",
+        help="a checkpoint to fine-tune (training.init_from): its network and weights, "
+        "training.fine_tuning's epochs and learning rate",
+    )
     args = parser.parse_args()
     if args.cohort is not None:
         stores, val = training_inputs(args.cohort)
@@ -81,6 +86,7 @@ def main() -> None:
             val,
             args.out_dir,
             checkpoint_dir=args.checkpoint_dir,
+            init_from=args.init_from,
         )
     except TrainingInterrupted:  # logged by train(); the checkpoint is written
         sys.exit(EXIT_INTERRUPTED)

@@ -140,3 +140,29 @@ def test_learning_rate_scales_linearly_with_the_ranks_on_request():
     assert scaled_learning_rate(0.01, "linear", 8) == pytest.approx(0.08)
     with pytest.raises(CohortsegError, match="lr_scaling"):
         scaled_learning_rate(0.01, "sqrt", 8)
+
+
+def test_fine_tuning_starts_from_the_parent_with_its_own_epochs(
+    tmp_path, phantom_files, small_plan
+):
+    """training.init_from: the parent's network and weights, fine_tuning's epochs and rate."""
+    stores, val = make_inputs(tmp_path, phantom_files, small_plan)
+    train(CONFIG, small_plan, stores, val, tmp_path / "parent")
+    parent = tmp_path / "parent" / "best.pt"
+    # another network in the config: the parent's is the one fine-tuned
+    config = {
+        **CONFIG,
+        "model": {**CONFIG["model"], "channels": [2, 4, 8]},
+        "training": {**CONFIG["training"], "fine_tuning": {"epochs": 1, "learning_rate": 1e-9}},
+    }
+    train(config, small_plan, stores, val, tmp_path / "child", init_from=parent)
+    child = torch.load(tmp_path / "child" / "best.pt", weights_only=False)
+    before = torch.load(parent, weights_only=False)
+    assert child["model_config"] == before["model_config"]
+    assert len(read_tsv(tmp_path / "child" / "training_log.tsv")) == 1
+    assert child["lr_schedule"]["base_lr"] == 1e-9
+    for name, w in before["model_state"].items():  # a learning rate of 1e-9 barely moves them
+        torch.testing.assert_close(child["model_state"][name], w, atol=1e-6, rtol=0)
+    other_plan = {**small_plan, "hash": "another"}
+    with pytest.raises(CohortsegError, match="keeps the parent's plan"):
+        train(config, other_plan, stores, val, tmp_path / "x", init_from=parent)

@@ -114,6 +114,33 @@ def test_a_job_leaves_out_what_its_validation_shard_found_invalid(tmp_path, monk
         wf.job_subjects(cohort, "infer", "00009", on_invalid="skip")
 
 
+def test_corrections_from_review_are_labelled_subjects_of_every_job(tmp_path, monkeypatch):
+    """A correction dropped into corrections.dir or the review datastore's labels/final/ makes
+    its subject labelled (an infer subject joins train) in the cohort every job rebuilds; a
+    plan kept from a parent model leaves corrected subjects out."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corrections").mkdir()
+    (tmp_path / "corrections" / "demo-009.seg.nrrd").write_bytes(b"")
+    final = tmp_path / wf.REVIEW_DATASTORE / "labels" / "final"
+    final.mkdir(parents=True)
+    (final / "demo-004.nii.gz").write_bytes(b"")
+    cohort = wf.workflow_cohort(wf.cohort_config(demo_config()))
+    assert cohort.corrections == {
+        "demo-009": "corrections/demo-009.seg.nrrd",
+        "demo-004": f"{final.relative_to(tmp_path)}/demo-004.nii.gz",
+    }
+    assert cohort.by_id["demo-009"].split == "train"
+    assert cohort.by_id["demo-009"].label == "results/corrections/demo-009.nii.gz"
+    assert cohort.by_id["demo-004"].split == "val"  # labelled before: its split is kept
+    assert "demo-009" in cohort.stage_shards("patches")["00002"]
+    assert "demo-009" in wf.plan_subjects(cohort, fine_tuning=False)
+    assert "demo-009" not in wf.plan_subjects(cohort, fine_tuning=True)
+    # a real cohort's corrected label is tracked before the rule that makes it has run
+    assert wf.tracked(["results/corrections/demo-009.nii.gz"], demo=False) == [
+        "results/corrections/demo-009.nii.gz"
+    ]
+
+
 def test_the_cohort_config_a_job_gets_is_small_and_rebuilds_the_same_shards():
     config = demo_config()
     small = wf.cohort_config(config)

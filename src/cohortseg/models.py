@@ -3,6 +3,7 @@ they run on, and trained models loaded from checkpoints."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import monai.networks.nets as nets
@@ -18,15 +19,48 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def read_checkpoint(checkpoint: str | os.PathLike[str]) -> dict:
+    """A training checkpoint's contents (weights, ``model_config``, ``plan``, progress), on the
+    CPU.
+
+    Raises
+    ------
+    CohortsegError
+        If the file is missing or is not a cohortseg checkpoint.
+    """
+    if not os.path.exists(checkpoint):
+        raise CohortsegError(f"model checkpoint {checkpoint} does not exist")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a broken or foreign file
+        raise CohortsegError(f"model checkpoint {checkpoint}: cannot read: {exc}") from exc
+    if not isinstance(state, dict) or not {"model_state", "model_config", "plan"} <= set(state):
+        raise CohortsegError(f"model checkpoint {checkpoint} is not a cohortseg checkpoint")
+    return state
+
+
 def load_model(checkpoint: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Load a training checkpoint; returns the network in eval mode on ``device`` and the plan
     it was trained with (weights are cast to the network's float32, whatever the training
     precision)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     plan = state["plan"]
     net = build_network(state["model_config"], len(plan["classes"]) + 1)
     net.load_state_dict(state["model_state"])
     return net.to(device).eval(), plan
+
+
+def network_kwargs(model: Mapping) -> dict:
+    """The constructor arguments of the ``model`` section's network besides ``spatial_dims``,
+    ``in_channels`` and ``out_channels``: ``kwargs``, and for ``UNet`` its channels, strides,
+    residual units and instance norm."""
+    kwargs = dict(model.get("kwargs") or {})
+    if model["name"] == "UNet":
+        kwargs.setdefault("channels", tuple(model["channels"]))
+        kwargs.setdefault("strides", tuple(model["strides"]))
+        kwargs.setdefault("num_res_units", int(model["num_res_units"]))
+        kwargs.setdefault("norm", "instance")
+    return kwargs
 
 
 def build_network(model: Mapping, n_classes: int) -> torch.nn.Module:
@@ -34,15 +68,11 @@ def build_network(model: Mapping, n_classes: int) -> torch.nn.Module:
 
     ``model['name']`` is ``UNet`` (channels, strides, num_res_units from config) or any other
     class of ``monai.networks.nets`` taking ``spatial_dims``, ``in_channels`` and
-    ``out_channels``; extra constructor arguments go in ``model['kwargs']``.
+    ``out_channels``; extra constructor arguments go in ``model['kwargs']``
+    (:func:`network_kwargs`).
     """
     name = model["name"]
-    kwargs = dict(model.get("kwargs") or {})
-    if name == "UNet":
-        kwargs.setdefault("channels", tuple(model["channels"]))
-        kwargs.setdefault("strides", tuple(model["strides"]))
-        kwargs.setdefault("num_res_units", int(model["num_res_units"]))
-        kwargs.setdefault("norm", "instance")
+    kwargs = network_kwargs(model)
     cls = getattr(nets, name, None)
     if cls is None or not isinstance(cls, type):
         raise CohortsegError(f"model.name: {name!r} is not a network in monai.networks.nets")

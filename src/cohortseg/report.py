@@ -50,6 +50,25 @@ def plot_learning_curve(
     save_figure(fig, path)
 
 
+def plot_version_dice(
+    rows: Sequence[Mapping], classes: Sequence[str], path: str | os.PathLike[str]
+) -> None:
+    """Mean Dice per class on the val and test splits of every model version (the rows of
+    ``results/models/versions.tsv``), as grouped bars in a PNG; versions never evaluated on a
+    split have no bar there."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    width = 0.8 / max(len(rows), 1)
+    for ax, split in zip(axes, ("val", "test"), strict=True):
+        for k, r in enumerate(rows):
+            dice = [_number(r.get(f"{split}_dice_{c}")) for c in classes]
+            ax.bar(np.arange(len(classes)) + k * width, dice, width, label=r["version"])
+        ax.set(title=f"{split} split", ylim=(0, 1), ylabel="mean Dice")
+        ax.set_xticks(np.arange(len(classes)) + width * (len(rows) - 1) / 2, classes)
+    axes[0].legend(title="model version")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
     """Write ``fig`` as a PNG at ``path`` (atomically, ``dpi`` dots per inch) and close it."""
     with atomic_write(path) as tmp:

@@ -52,7 +52,7 @@ from cohortseg.errors import CohortsegError
 from cohortseg.infer import predict_probabilities
 from cohortseg.io import load_nifti, write_tsv
 from cohortseg.metrics import dice_hd95
-from cohortseg.models import build_network
+from cohortseg.models import build_network, read_checkpoint
 from cohortseg.patches import PatchDataset
 from cohortseg.report import plot_learning_curve
 from cohortseg.sampling import EpochBatchSampler, seed_everything
@@ -61,6 +61,31 @@ log = logging.getLogger(__name__)
 
 #: ``training.precision`` → the dtype of weights, activations and gradients.
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ------------------------------------------------------------------ fine-tuning
+
+
+def fine_tuning_config(config: Mapping, parent: Mapping | None) -> dict:
+    """The config sections a run trains with: as given, or, when it starts from a parent
+    checkpoint (fine-tuning), the parent's network (``model_config``) and the epochs and
+    learning rate of ``training.fine_tuning`` instead of ``training.epochs`` and
+    ``training.learning_rate``."""
+    if parent is None:
+        return dict(config)
+    training = {**config["training"], **config["training"]["fine_tuning"]}
+    return {**config, "model": dict(parent["model_config"]), "training": training}
+
+
+def check_parent_plan(parent: Mapping, plan: Mapping, path: str | Path) -> None:
+    """A fine-tuned model keeps its parent's plan (so patches and inference stay comparable):
+    raise :class:`CohortsegError` if ``plan`` is another one."""
+    if parent["plan"].get("hash") != plan.get("hash"):
+        raise CohortsegError(
+            f"training.init_from: {path} was trained with plan {parent['plan'].get('hash')}, "
+            f"but the patches were made with plan {plan.get('hash')}; fine-tuning keeps the "
+            "parent's plan (the plan rule writes it when training.init_from is set)"
+        )
 
 
 # ------------------------------------------------------------------ the parts of a step
@@ -298,6 +323,7 @@ class Run:
             },
             "learning_rate": lr,
             "model_config": dict(self.config["model"]),
+            "parent_digest": self.key.get("parent"),
             "plan": dict(self.plan),
             "resume_key": self.key,
             "epoch": progress.epoch,
@@ -339,9 +365,14 @@ def train(
     val_subjects: Sequence[Subject],
     out_dir: str | Path,
     checkpoint_dir: str | Path | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train a network on the patch stores and write ``best.pt``, ``last.pt``,
     ``training_log.tsv`` and ``learning_curve.png`` into ``out_dir``.
+
+    With ``init_from`` (a checkpoint), training fine-tunes that model: its network and weights,
+    for ``training.fine_tuning``'s epochs at its learning rate; the patches must have been made
+    with the parent's plan.
 
     Every rank of ``training.backend`` calls this; rank 0 validates and writes the files.
     ``last.pt`` is written to ``checkpoint_dir`` (default ``out_dir``) every
@@ -364,6 +395,8 @@ def train(
         Validation subjects, preprocessed: ``image`` and ``label`` on the plan's grid.
     out_dir, checkpoint_dir
         Where the results go, and where ``last.pt`` is kept while training.
+    init_from
+        A checkpoint to start from (``best.pt`` of an earlier model), or ``None``: from scratch.
 
     Returns
     -------
@@ -375,13 +408,18 @@ def train(
     TrainingInterrupted
         After SIGTERM or SIGUSR1, once the checkpoint is written.
     """
+    parent = read_checkpoint(init_from) if init_from is not None else None
+    if parent is not None:
+        check_parent_plan(parent, plan, init_from)  # type: ignore[arg-type]
+        log.info("fine-tuning %s (training.init_from)", init_from)
+    config = fine_tuning_config(config, parent)
     training = config["training"]
     ctx = distributed.init(str(training["backend"]), str(training["device"]))
     out = Path(out_dir)
     files = RunFiles(out, Path(checkpoint_dir) if checkpoint_dir is not None else out)
     try:
         with StopRequest() as stop:
-            run = _start_run(ctx, stop, config, plan, stores, files)
+            run = _start_run(ctx, stop, config, plan, stores, files, parent)
             _resume(run)
             _log_start(run)
             run.model.train()
@@ -405,13 +443,19 @@ def _start_run(
     plan: Mapping,
     stores: Sequence[str],
     files: RunFiles,
+    parent: Mapping | None = None,
 ) -> Run:
-    """Seed this process, then build the loader, the network and its optimizer."""
+    """Seed this process, then build the loader, the network (with the ``parent`` checkpoint's
+    weights, if any) and its optimizer."""
     training = config["training"]
     seed_everything(int(training["seed"]))
     dataset = PatchDataset(stores, plan_hash=plan["hash"])
     sampler, loader = _build_loader(dataset, training, ctx)
-    net, model, optimizer, base_lr = _build_model(config, len(plan["classes"]) + 1, ctx)
+    initial = parent["model_state"] if parent is not None else None
+    net, model, optimizer, base_lr = _build_model(config, len(plan["classes"]) + 1, ctx, initial)
+    key = resume_key(config, plan, dataset, ctx.world_size)
+    if initial is not None:  # a resumed fine-tuning run must have started from these weights
+        key["parent"] = weights_digest(initial)
     return Run(
         ctx=ctx,
         stop=stop,
@@ -425,7 +469,7 @@ def _start_run(
         optimizer=optimizer,
         loss_fn=DiceCELoss(to_onehot_y=True, softmax=True),
         base_lr=base_lr,
-        key=resume_key(config, plan, dataset, ctx.world_size),
+        key=key,
     )
 
 
@@ -452,10 +496,14 @@ def _build_loader(
 
 
 def _build_model(
-    config: Mapping, n_classes: int, ctx: distributed.Distributed
+    config: Mapping,
+    n_classes: int,
+    ctx: distributed.Distributed,
+    initial_state: Mapping | None = None,
 ) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, float]:
-    """The network on this rank's device in ``training.precision`` and AdamW at the base
-    learning rate for the number of ranks, both wrapped by the backend.
+    """The network on this rank's device in ``training.precision`` (with ``initial_state``'s
+    weights, if given) and AdamW at the base learning rate for the number of ranks, both
+    wrapped by the backend.
 
     Returns
     -------
@@ -465,6 +513,8 @@ def _build_model(
     training = config["training"]
     dtype = PRECISIONS[str(training["precision"])]
     net = build_network(config["model"], n_classes).to(device=ctx.device, dtype=dtype)
+    if initial_state is not None:
+        net.load_state_dict(initial_state)
     if training["activation_checkpointing"]:
         checkpoint_activations(net)
     base_lr = scaled_learning_rate(

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from cohortseg.cohort import SPLITS, Subject, is_dicom, load_cohort, shard_table
+from cohortseg.corrections import CORRECTED_LABELS, apply_corrections, find_corrections
 from cohortseg.errors import CohortsegError
 from cohortseg.io import read_tsv
 from cohortseg.privacy import load_key, pseudonymize
@@ -146,6 +147,7 @@ def cohort_config(config: Mapping) -> dict[str, Any]:
         "shard_size": config["shard_size"],
         "inference": {"splits": list(config["inference"]["splits"])},
         "validation": {"on_invalid": config["validation"]["on_invalid"]},
+        "corrections": dict(config["corrections"]),
     }
 
 
@@ -171,6 +173,10 @@ class WorkflowCohort:
         Ids of the subjects with a DICOM image or label: their ``subjects`` entries name the
         NIfTI files the ``convert`` stage makes (:func:`converted_paths`), and
         :meth:`source` their DICOM inputs.
+    corrections
+        Subject id → corrected label file from review (``corrections.dir`` and the review
+        datastore's ``labels/final/``); those subjects' ``label`` is the checked copy
+        (:func:`cohortseg.corrections.corrected_label_path`) and their split may have changed.
     """
 
     sheet_subjects: tuple[Subject, ...]
@@ -178,6 +184,7 @@ class WorkflowCohort:
     shards: dict[str, list[str]]
     inference_splits: tuple[str, ...]
     dicom: frozenset[str] = field(default_factory=frozenset)
+    corrections: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def by_id(self) -> dict[str, Subject]:
@@ -213,10 +220,13 @@ class WorkflowCohort:
 def workflow_cohort(config: Mapping) -> WorkflowCohort:
     """The cohort named by ``config`` (the sections of :func:`cohort_config`), its ids
     pseudonymised where ``privacy.pseudonymize`` says so (key from the environment or
-    ``privacy.key_file``), in shards of ``shard_size`` subjects."""
+    ``privacy.key_file``), in shards of ``shard_size`` subjects, with the corrections from
+    review applied (:mod:`cohortseg.corrections`; named by the ids used in paths)."""
     sheet = load_cohort(config)
     privacy = config["privacy"]
     subjects = pseudonymize(sheet, load_key(privacy)) if privacy["pseudonymize"] else sheet
+    corrections = find_corrections(config["corrections"]["dir"], REVIEW_DATASTORE)
+    subjects = apply_corrections(subjects, corrections, config["corrections"]["split"])
     size = resolve_shard_size(config["shard_size"], len(subjects))
     return WorkflowCohort(
         sheet_subjects=tuple(sheet),
@@ -224,6 +234,7 @@ def workflow_cohort(config: Mapping) -> WorkflowCohort:
         shards=shard_table([s.subject for s in subjects], size),
         inference_splits=tuple(config["inference"]["splits"]),
         dicom=frozenset(s.subject for s in subjects if is_dicom(s.image) or is_dicom(s.label)),
+        corrections=corrections,
     )
 
 
@@ -235,6 +246,12 @@ def _readable(subject: Subject) -> Subject:
         image=converted["image"] if is_dicom(subject.image) else subject.image,
         label=converted["label"] if is_dicom(subject.label) else subject.label,
     )
+
+
+def plan_subjects(cohort: WorkflowCohort, fine_tuning: bool) -> list[str]:
+    """Ids of the training subjects the plan is made from: all of them, or, when fine-tuning
+    (the parent's plan is kept), those that are not corrections from review."""
+    return [s for s in cohort.split_ids("train") if not (fine_tuning and s in cohort.corrections)]
 
 
 def excluded_subjects(problems_table: str | os.PathLike[str], on_invalid: str) -> set[str]:
@@ -293,6 +310,9 @@ VALIDATION_OK = "results/qc/validation.ok"
 PLAN = "results/plan/plan.json"
 FINGERPRINT = "results/plan/fingerprint.json"
 TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
+REVIEW_TABLE = "results/review/review.tsv"
+#: The review package's MONAI Label datastore: corrections submitted to its labels/final/.
+REVIEW_DATASTORE = "results/review/datastore"
 
 
 CONVERTED_DIR = "results/converted"
@@ -529,13 +549,19 @@ def tracked(paths: Iterable[str | None], demo: bool) -> list[str]:
     it with the subject, instead of stopping the whole DAG. Files that ``convert`` makes from
     DICOM are not among them: its shard's manifest stands for them."""
     present = [p for p in paths if p and not p.startswith(f"{CONVERTED_DIR}/")]
-    return present if demo else [p for p in present if os.path.exists(p)]
+    return present if demo else [p for p in present if os.path.exists(p) or made_by_rule(p)]
+
+
+def made_by_rule(path: str) -> bool:
+    """Whether a rule makes ``path`` in any cohort: a checked correction from review."""
+    return path.startswith(f"{CORRECTED_LABELS}/")
 
 
 def made_by_rules(paths: Iterable[str | None], demo: bool) -> list[str]:
     """Those of ``paths`` that a rule makes (the demo cohort's files), for rules that read
     input files without needing Snakemake to track them."""
-    return tracked(paths, demo) if demo else []
+    present = [p for p in paths if p and not p.startswith(f"{CONVERTED_DIR}/")]
+    return [p for p in present if demo or made_by_rule(p)]
 
 
 # ------------------------------------------------------------------------------ rerun markers

@@ -71,6 +71,8 @@ def test_a_deleted_segmentation_reruns_only_its_shard(finished):
         "explanations": 1,
         "report_tables": 1,
         "report_run": 1,
+        "review": 1,
+        "model_versions": 1,
         "all": 1,
     }
 

@@ -14,7 +14,9 @@ import os
 import shlex
 
 from cohortseg.cohort import is_dicom
+from cohortseg.corrections import corrected_label_path
 from cohortseg.errors import CohortsegError
+from cohortseg import versions
 from cohortseg.patches import check_store
 from cohortseg.redact import REDACT_ENV
 from cohortseg import workflow as wf
@@ -33,12 +35,24 @@ try:
     if PRIVACY["pseudonymize"]:
         os.environ[REDACT_ENV] = "1"
     COHORT = wf.workflow_cohort(config)
+    # Model versions (results/models/v{N}/): the checkpoint training starts from
+    # (training.init_from; None: from scratch) and the one that segments the cohort
+    # (model_version; null: the model trained by this run).
+    TRAIN_HASH = versions.training_subjects_hash(COHORT.subjects)
+    INIT_FROM = versions.resolve_init_from(
+        config["training"]["init_from"], TRAIN_HASH, bool(COHORT.corrections)
+    )
+    INFERENCE_MODEL = versions.inference_checkpoint(config["model_version"])
 except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 
 BY_ID = COHORT.by_id
+# subject -> corrected label file from review (see corrections.smk)
+CORRECTIONS = COHORT.corrections
 TRAIN = COHORT.split_ids("train")
 VAL = COHORT.split_ids("val")
+# the training subjects the plan is made from: when fine-tuning, those of the parent model
+PLAN_SUBJECTS = wf.plan_subjects(COHORT, fine_tuning=INIT_FROM is not None)
 # stage -> {shard id: members of the stage's splits}, shards without any left out
 STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in wf.STAGE_SPLITS}
 

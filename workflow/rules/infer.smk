@@ -3,12 +3,13 @@
 # uncertainty table and, last, the shard's manifest (subject, segmentation, SHA-256). All
 # shards are jobs of this one rule, so the SLURM executor submits them as one job array. A
 # segmentation (or uncertainty map) deleted from a finished shard makes that shard run again
-# (incomplete markers).
+# (incomplete markers). The model is the one this run trains, or the kept version that
+# model_version names.
 
 
 rule infer:
     input:
-        model="results/model/best.pt",
+        model=INFERENCE_MODEL,
         images=member_files("infer", "image"),
         validated=wf.validation_shard_path("{shard}"),
         incomplete=incomplete_marker("infer", "segmentation"),

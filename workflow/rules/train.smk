@@ -2,7 +2,9 @@
 # found through the shard manifests (so the command line does not grow with the cohort). Its
 # checkpoints live outside the declared outputs (Snakemake deletes those before a rerun), so a
 # killed or requeued job resumes from results/.train_checkpoint/last.pt. Its conda environment
-# adds Horovod's runtime dependencies to the pipeline's.
+# adds Horovod's runtime dependencies to the pipeline's. With training.init_from (auto: when
+# corrections changed the training set) it fine-tunes a kept model version instead of training
+# from scratch.
 
 
 rule train:
@@ -14,6 +16,7 @@ rule train:
             for shard, ids in STAGE_SHARDS["preprocess"].items()
             if any(BY_ID[s].split == "val" for s in ids)
         ],
+        parent=[INIT_FROM] if INIT_FROM else [],
     output:
         best="results/model/best.pt",
         last="results/model/last.pt",
@@ -37,7 +40,8 @@ rule train:
         config=as_json(wf.training_config(config)),
         out_dir=lambda w, output: os.path.dirname(output.best),
         checkpoint_dir=wf.TRAIN_CHECKPOINT_DIR,
+        init_from=f"--init-from {INIT_FROM}" if INIT_FROM else "",
     shell:
         "{params.launch} python {params.script} --plan {input.plan} --cohort {params.cohort}"
         " --config {params.config} --out-dir {params.out_dir}"
-        " --checkpoint-dir {params.checkpoint_dir} > {log} 2>&1"
+        " --checkpoint-dir {params.checkpoint_dir} {params.init_from} > {log} 2>&1"

@@ -1,0 +1,36 @@
+"""The review package: the subjects to correct (QC outliers, empty or failed segmentations, the
+lowest Dice, review.subjects) with their image and predicted segmentation as a 3D Slicer
+.seg.nrrd and as a MONAI Label datastore, and review.tsv saying why each was chosen."""
+
+import argparse
+from pathlib import Path
+
+from cohortseg.cli import json_arg, run
+from cohortseg.io import read_tsv
+from cohortseg.review import select_review_subjects, write_review_package
+from cohortseg.workflow import segmentation_path, workflow_cohort
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stats", required=True, help="results/stats.tsv")
+    parser.add_argument("--metrics", required=True, help="results/metrics.tsv")
+    parser.add_argument("--classes", nargs="+", required=True)
+    parser.add_argument("--review", type=json_arg, required=True, help="review config (JSON)")
+    parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
+    parser.add_argument("--table", required=True, help="review.tsv; the package goes beside it")
+    args = parser.parse_args()
+    selection = select_review_subjects(
+        read_tsv(args.stats),
+        read_tsv(args.metrics),
+        args.classes,
+        worst=args.review["worst"],
+        subjects=args.review["subjects"],
+    )
+    images = {s.subject: s.image for s in workflow_cohort(args.cohort).subjects}
+    segmentations = {r["subject"]: segmentation_path(r["subject"]) for r in selection}
+    write_review_package(selection, images, segmentations, args.classes, Path(args.table).parent)
+
+
+if __name__ == "__main__":
+    run(main)
