@@ -25,6 +25,7 @@ DEMO = {
     "shape": [56, 56, 40],
     "spacing_mm": [1.7, 1.7, 2.4],
     "seed": 0,
+    "format": "nifti",
 }
 TRAIN_TASKS = 2
 SHARD_SIZE = 5
@@ -63,8 +64,10 @@ def slurm_run(tmp_path_factory):
         "squeue",
         "--slurm-init-seconds-before-status-checks",
         "5",
+        # room for every job that is ready after training (the inference shards, calibration,
+        # robustness, the model version), so that the inference shards go as one array
         "--jobs",
-        "4",
+        "8",
         "--config",
         f"cluster={cluster}",
         f"demo={demo}",

@@ -19,6 +19,9 @@ FAST = [
     "shard_size=3",
     "patches={per_subject: 6}",
     "plan={max_patch_size: [32, 32, 32]}",
+    # the report's extras on fewer subjects: one robustness subject at one strength, 4 montages
+    "report={robustness_subjects: 1, robustness_strengths: [1.0], qc_sample: 2, qc_worst: 1,"
+    " qc_unusual: 1}",
 ]
 
 
