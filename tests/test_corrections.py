@@ -65,6 +65,33 @@ def test_a_slicer_correction_is_read_on_the_image_grid(tmp_path, phantom_files):
     np.testing.assert_allclose(back, load_nifti(image)[1])
 
 
+def test_a_slicer_correction_cropped_to_its_segments_is_padded_back(tmp_path, phantom_files):
+    """Slicer saves a segmentation cropped to its extent, its origin moved by whole voxels."""
+    sid, image, label = phantom_files[0]
+    truth, affine = load_nifti(label, dtype=np.uint8)
+    nz = np.argwhere(truth)
+    lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    cropped_affine = affine.copy()
+    cropped_affine[:3, 3] = (affine @ np.append(lo, 1.0))[:3]
+    path = tmp_path / f"{sid}.seg.nrrd"
+    write_seg_nrrd(path, truth[box], cropped_affine, CLASSES)
+    assert nrrd.read_header(str(path))["sizes"].tolist() != list(truth.shape)
+    labels, _ = read_correction(sid, str(path), image, CLASSES)
+    np.testing.assert_array_equal(labels, truth)
+    # a crop moved by half a voxel, or one reaching outside the image, is refused
+    half = cropped_affine.copy()
+    half[:3, 3] += affine[:3, 0] * 0.5 + affine[:3, 1] * 0.5 + affine[:3, 2] * 0.5
+    write_seg_nrrd(path, truth[box], half, CLASSES)
+    with pytest.raises(InvalidInputError, match=f"{sid}: .*cropped segmentation: .* mm off"):
+        read_correction(sid, str(path), image, CLASSES, tolerance_mm=0.5)
+    outside = cropped_affine.copy()
+    outside[:3, 3] = (affine @ np.array([-2.0, 0.0, 0.0, 1.0]))[:3]
+    write_seg_nrrd(path, truth[box], outside, CLASSES)
+    with pytest.raises(InvalidInputError, match="reaches outside the image"):
+        read_correction(sid, str(path), image, CLASSES)
+
+
 def test_a_correction_off_the_grid_or_with_unknown_classes_is_refused(tmp_path, phantom_files):
     sid, image, label = phantom_files[0]
     truth, affine = load_nifti(label, dtype=np.uint8)

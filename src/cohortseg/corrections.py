@@ -21,7 +21,7 @@ import numpy as np
 
 from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError, InvalidInputError
-from cohortseg.geometry import check_same_grid
+from cohortseg.geometry import check_same_grid, embed_in_grid
 from cohortseg.io import load_nifti
 
 #: Where the checked corrections are written (one NIfTI label map per subject).
@@ -146,6 +146,11 @@ def read_correction(
     shape, affine = image_header[0].shape, image_header[1]
     if is_seg_nrrd(path):
         labels, label_affine = read_seg_nrrd(path, classes, subject)
+        if labels.shape != tuple(shape):  # Slicer saves a segmentation cropped to its extent
+            placed = embed_in_grid(labels, label_affine, shape, affine, tolerance_mm)
+            if isinstance(placed, str):
+                raise InvalidInputError(subject, path, f"cropped segmentation: {placed}")
+            labels, label_affine = placed, affine
     else:
         values, label_affine = load_nifti(path, subject, dtype=None)
         if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):

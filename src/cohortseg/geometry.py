@@ -233,6 +233,42 @@ def grid_mismatch(
     return None
 
 
+def embed_in_grid(
+    labels: np.ndarray,
+    label_affine: np.ndarray,
+    image_shape: Sequence[int],
+    image_affine: np.ndarray,
+    tolerance_mm: float = 1.0,
+) -> np.ndarray | str:
+    """Place a label map cropped from its image's grid back onto that grid.
+
+    3D Slicer saves a segmentation cropped to its segments' extent: a smaller array whose
+    origin is moved by whole voxels. If ``label_affine`` is ``image_affine`` moved by an integer
+    voxel offset (every corner of the crop within ``tolerance_mm`` of where the image's grid
+    puts it) and the crop lies inside the image, return the (X, Y, Z) label map of
+    ``image_shape`` with the crop at its place and 0 elsewhere; otherwise what is wrong, in
+    words.
+    """
+    labels = np.asarray(labels)
+    image_shape = tuple(int(n) for n in image_shape)
+    relative = np.linalg.solve(np.asarray(image_affine, float), np.asarray(label_affine, float))
+    offset = np.round(relative[:3, 3]).astype(int)
+    moved = np.asarray(image_affine, float).copy()
+    moved[:3, 3] = (moved @ np.append(offset, 1.0))[:3]
+    shift = corner_distance_mm(moved, label_affine, labels.shape)
+    if shift > tolerance_mm:
+        return f"grid is not the image's grid cropped: {shift:.1f} mm off after the best voxel shift"
+    end = offset + np.array(labels.shape)
+    if np.any(offset < 0) or np.any(end > np.array(image_shape)):
+        return (
+            f"crop at voxels {offset.tolist()}..{(end - 1).tolist()} reaches outside the image "
+            f"shape {image_shape}"
+        )
+    out = np.zeros(image_shape, dtype=labels.dtype)
+    out[offset[0] : end[0], offset[1] : end[1], offset[2] : end[2]] = labels
+    return out
+
+
 def check_same_grid(
     subject: str,
     image_shape: Sequence[int],
