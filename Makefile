@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install install-horovod demo test lint clean
+.PHONY: install install-horovod install-monailabel demo test lint clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ $(VENV)/.horovod: $(VENV)/.installed scripts/install_horovod.sh
 	touch $@
 
 install-horovod: $(VENV)/.horovod
+
+# MONAI Label in an environment of its own (see the script), for tests/test_monailabel.py.
+.venv-monailabel/.installed: scripts/install_monailabel.sh pyproject.toml
+	scripts/install_monailabel.sh .venv-monailabel
+
+install-monailabel: .venv-monailabel/.installed
 
 test: install $(VENV)/.horovod
 	python -m pytest -ra

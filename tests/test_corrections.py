@@ -71,7 +71,7 @@ def test_a_slicer_correction_cropped_to_its_segments_is_padded_back(tmp_path, ph
     truth, affine = load_nifti(label, dtype=np.uint8)
     nz = np.argwhere(truth)
     lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     cropped_affine = affine.copy()
     cropped_affine[:3, 3] = (affine @ np.append(lo, 1.0))[:3]
     path = tmp_path / f"{sid}.seg.nrrd"

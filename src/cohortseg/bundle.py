@@ -54,16 +54,22 @@ class PrepareImaged:
 
 class RestoreLabelsd:
     """Class probabilities ``data[key]`` (C, X', Y', Z') on the plan's grid → the (X, Y, Z)
-    uint8 label map on the input's native grid, in ``data[key]`` (a numpy array)."""
+    uint8 label map on the input's native grid, in ``data[key]`` (a numpy array).
 
-    def __init__(self, keys: str) -> None:
-        self.key = keys
+    Also records the native grid as ``data[f"{ref_image}_meta_dict"]`` (``affine``,
+    ``original_affine``, ``spatial_shape``), where MONAI Label's ``Restored`` and ``Writer``
+    look for it: so that MONAI Label writes the label map with the image's geometry."""
+
+    def __init__(self, keys: str, ref_image: str = "image") -> None:
+        self.key, self.ref_image = keys, ref_image
 
     def __call__(self, data: Mapping) -> dict:
         geometry = data["geometry"]
         labels = restore_canonical_labels(torch.as_tensor(data[self.key]), geometry)
         native = undo_reorient(labels.cpu().numpy(), np.asarray(geometry.orientation))
-        return {**data, self.key: native.astype(np.uint8)}
+        affine = np.asarray(geometry.native_affine, dtype=np.float64)
+        meta = {"affine": affine, "original_affine": affine, "spatial_shape": native.shape}
+        return {**data, self.key: native.astype(np.uint8), f"{self.ref_image}_meta_dict": meta}
 
 
 class SaveLabelsd:
@@ -86,11 +92,12 @@ def run_inference(
     network: torch.nn.Module,
     inferer: Callable,
     postprocessing: Callable,
+    writer: Callable,
     device: str | torch.device,
 ) -> list[str]:
     """The bundle's ``run``: each image through preprocessing, the inferer with the network
-    (bf16 autocast on CUDA, as cohortseg's inference), softmax and postprocessing. Returns the
-    label maps written."""
+    (bf16 autocast on CUDA, as cohortseg's inference), postprocessing (softmax, back to the
+    native grid) and the writer. Returns the label maps written."""
     network.eval()
     device = torch.device(device)
     written = []
@@ -99,8 +106,8 @@ def run_inference(
             data = preprocessing({"image": path})
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = inferer(data["image"][None].to(device), network)
-            data["pred"] = torch.softmax(logits[0].float(), dim=0)
-            written.append(postprocessing(data)["output_path"])
+            data["pred"] = logits[0].float()
+            written.append(writer(postprocessing(data))["output_path"])
     return written
 
 
@@ -133,11 +140,17 @@ def inference_config(checkpoint: Mapping, inference: Mapping) -> dict:
             "$@network.load_state_dict(torch.load(os.path.join(@bundle_root, 'models', "
             "'model.pt'), map_location=@device, weights_only=True))"
         ),
+        # Compose, as MONAI Label's bundle tasks expect of pre- and postprocessing
         "preprocessing": {
-            "_target_": "cohortseg.bundle.PrepareImaged",
-            "keys": "image",
-            "plan": "@plan",
-            "device": "@device",
+            "_target_": "Compose",
+            "transforms": [
+                {
+                    "_target_": "cohortseg.bundle.PrepareImaged",
+                    "keys": "image",
+                    "plan": "@plan",
+                    "device": "@device",
+                }
+            ],
         },
         "inferer": {
             "_target_": "SlidingWindowInferer",
@@ -149,13 +162,15 @@ def inference_config(checkpoint: Mapping, inference: Mapping) -> dict:
         "postprocessing": {
             "_target_": "Compose",
             "transforms": [
+                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
                 {"_target_": "cohortseg.bundle.RestoreLabelsd", "keys": "pred"},
-                {
-                    "_target_": "cohortseg.bundle.SaveLabelsd",
-                    "keys": "pred",
-                    "output_dir": "@output_dir",
-                },
             ],
+        },
+        # apart from postprocessing: MONAI Label writes the label map itself
+        "writer": {
+            "_target_": "cohortseg.bundle.SaveLabelsd",
+            "keys": "pred",
+            "output_dir": "@output_dir",
         },
         "segment": {
             "_target_": "cohortseg.bundle.run_inference",
@@ -165,6 +180,7 @@ def inference_config(checkpoint: Mapping, inference: Mapping) -> dict:
             "network": "@network",
             "inferer": "@inferer",
             "postprocessing": "@postprocessing",
+            "writer": "@writer",
             "device": "@device",
         },
         "run": ["@segment"],

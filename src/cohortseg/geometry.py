@@ -257,7 +257,7 @@ def embed_in_grid(
     moved[:3, 3] = (moved @ np.append(offset, 1.0))[:3]
     shift = corner_distance_mm(moved, label_affine, labels.shape)
     if shift > tolerance_mm:
-        return f"grid is not the image's grid cropped: {shift:.1f} mm off after the best voxel shift"
+        return f"not the image's grid cropped: {shift:.1f} mm off after the best voxel shift"
     end = offset + np.array(labels.shape)
     if np.any(offset < 0) or np.any(end > np.array(image_shape)):
         return (
