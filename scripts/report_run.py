@@ -5,7 +5,7 @@ configuration."""
 import argparse
 
 from cohortseg.cli import json_arg, run
-from cohortseg.io import read_json, write_text, write_tsv
+from cohortseg.io import read_json, read_tsv, write_text, write_tsv
 from cohortseg.report import plot_runtimes, read_benchmarks, run_page
 
 RUNTIME_COLUMNS = ["rule", "jobs", "total_s", "mean_s", "max_s", "cpu_s", "max_rss_mb"]
@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("--plan", required=True, help="results/plan/plan.json")
     parser.add_argument("--stats-summary", required=True, help="results/stats_summary.json")
     parser.add_argument("--calibration", required=True, help="results/calibration.json")
+    parser.add_argument("--versions", required=True, help="results/models/versions.tsv")
     parser.add_argument("--benchmarks", required=True, help="folder of benchmark TSVs")
     parser.add_argument("--page", required=True, help="output HTML")
     parser.add_argument("--runtimes", required=True, help="output TSV")
@@ -33,6 +34,7 @@ def main() -> None:
         summary["review"],
         runtimes,
         calibration=read_json(args.calibration),
+        versions=read_tsv(args.versions),
     )
     write_text(args.page, page)
 

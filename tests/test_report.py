@@ -87,8 +87,14 @@ def test_pages_name_what_they_show():
             "tta": "mirror",
             "bins": [{"bin": [0.9, 1.0], "voxels": 10, "confidence": 0.95, "accuracy": 0.94}],
         },
+        versions=[
+            {"version": "v1", "parent": "", "test_dice_organ": "0.911"},
+            {"version": "v2", "parent": "v1", "test_dice_organ": "0.934"},
+        ],
     )
     for text in (
+        "Model versions: Dice per class",
+        "0.934",
         "Calibration on the validation split",
         "<b>0.0123</b>",
         "0.9–1.0",

@@ -392,10 +392,12 @@ def run_page(
     review: Sequence[Mapping],
     runtimes: Sequence[Mapping],
     calibration: Mapping | None = None,
+    versions: Sequence[Mapping] = (),
 ) -> str:
     """The run at a glance: progress, subjects to review, the calibration of the probabilities
     on the validation split (``calibration``: :func:`cohortseg.calibration.calibration_summary`),
-    run time per rule, the plan and the configuration."""
+    the model versions compared (``versions``: rows of ``results/models/versions.tsv``), run
+    time per rule, the plan and the configuration."""
     import yaml
 
     from cohortseg.redact import show_path
@@ -428,6 +430,16 @@ def run_page(
                     )
                 ]
                 if calibration
+                else []
+            ),
+            *(
+                [
+                    (
+                        "Model versions: Dice per class on the fixed val and test splits",
+                        html_table(list(versions), list(versions[0])),
+                    )
+                ]
+                if versions
                 else []
             ),
             (

@@ -224,6 +224,7 @@ rule report_run:
         plan="results/plan/plan.json",
         stats_summary="results/stats_summary.json",
         calibration=rules.calibration.output.summary,
+        versions=rules.model_versions.output.table,
         robustness=rules.robustness.output.table,
         qc="results/qc/montages",
         explanations=rules.explanations.output,
@@ -257,6 +258,7 @@ rule report_run:
     shell:
         "python {params.script} --config {params.config} --plan {input.plan}"
         " --stats-summary {input.stats_summary} --calibration {input.calibration}"
+        " --versions {input.versions}"
         " --benchmarks logs/benchmarks"
         " --page {output.page} --runtimes {output.runtimes}"
         " --runtimes-plot {output.runtimes_plot} > {log} 2>&1"
