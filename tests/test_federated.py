@@ -5,13 +5,22 @@ each other's files."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from test_train import CONFIG, make_inputs
 
-from cohortseg.federated import initial_state, local_round, resume_point, save_global
+from cohortseg.errors import CohortsegError
+from cohortseg.federated import (
+    dropped_sites,
+    initial_state,
+    local_round,
+    resume_point,
+    save_global,
+)
 from cohortseg.federation import local_federation, run_app
 from cohortseg.models import load_model
 
@@ -44,6 +53,16 @@ def test_global_model_checkpoint_is_what_inference_loads_and_resume_finds(tmp_pa
     assert done == 3 and distance(resumed, state) == 0
     net, plan = load_model(str(tmp_path / "best.pt"), torch.device("cpu"))
     assert plan["hash"] == small_plan["hash"]
+
+
+def test_a_round_names_the_sites_that_dropped_out_and_needs_min_sites():
+    assert dropped_sites(["a", "b", "c"], ["c", "a"], 2) == ["b"]
+    assert dropped_sites(["a", "b"], ["b", "a"], 2) == []
+    with pytest.raises(CohortsegError) as caught:
+        dropped_sites(["a", "b", "c"], ["c"], 2)
+    assert str(caught.value).startswith(
+        "only 1 of 3 site(s) completed the round (c); dropped out: a, b; federated.min_sites = 2"
+    )
 
 
 @pytest.mark.slow
@@ -90,15 +109,34 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 2
         # a restarted coordinator resumes after the last saved round
         run_app(federation, {**run_config, "rounds": 3}, tmp_path / "flwr-run-2.log", timeout_s=600)
-    assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 3
+        assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 3
+        # site b's SuperNode is stopped (SIGTERM, as `scancel` sends) in the middle of round 4,
+        # once its ClientApp has opened its patch stores: the round completes with site a
+        # (min-sites 1) and names b; with min-sites 2 it would stop (unit test above)
+        opened_b = tmp_path / "opened-b.txt"
+        before = len(opened_b.read_text().splitlines())
+        run = threading.Thread(
+            target=run_app,
+            args=(federation, {**run_config, "rounds": 4, "min-sites": 1}, tmp_path / "r4.log"),
+            kwargs={"timeout_s": 600},
+        )
+        run.start()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not [
+            p for p in opened_b.read_text().splitlines()[before:] if p.endswith(".h5")
+        ]:
+            time.sleep(0.1)
+        federation["processes"]["supernode-b"].terminate()
+        run.join(timeout=600)
+    assert "site(s) dropped out: b" in (tmp_path / "r4.log").read_text()
+    assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 4
     assert sorted(p.name for p in (shared / "model").glob("round_*.pt")) == [
-        "round_0001.pt",
-        "round_0002.pt",
-        "round_0003.pt",
+        f"round_{r:04d}.pt" for r in (1, 2, 3, 4)
     ]
     load_model(str(shared / "model" / "best.pt"), torch.device("cpu"))
     rounds = json.loads((shared / "model" / "rounds_log.json").read_text())
-    assert [r["round"] for r in rounds] == [1, 2, 3]  # sites without val subjects: no Dice
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]  # sites without val subjects: no Dice
+    assert [r["dropped"] for r in rounds] == ["", "", "", "b"]
     # isolation, checked: each site opened its own stores and none of the other's files
     opened = {s: (tmp_path / f"opened-{s}.txt").read_text().splitlines() for s in ("a", "b")}
     for site, other in (("a", "b"), ("b", "a")):

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from cohortseg.augment import augment
 from cohortseg.checkpoint import save_checkpoint
+from cohortseg.errors import CohortsegError
 from cohortseg.io import read_json, write_json
 from cohortseg.models import build_network
 from cohortseg.patches import PatchDataset
@@ -143,6 +144,25 @@ def site_validation_dice(
         "val-dice-mean": float(sum(dice) / len(dice)),
         **{f"val-dice-{c}": float(d) for c, d in zip(classes, dice, strict=True)},
     }
+
+
+def dropped_sites(sites: Sequence[str], replied: Sequence[str], min_sites: int) -> list[str]:
+    """The sites of ``sites`` that did not reply in a round (in their order).
+
+    Raises
+    ------
+    CohortsegError
+        If fewer than ``min_sites`` replied: the message names who replied and who dropped out.
+    """
+    dropped = [s for s in sites if s not in set(replied)]
+    if len(sites) - len(dropped) < min_sites:
+        raise CohortsegError(
+            f"only {len(sites) - len(dropped)} of {len(sites)} site(s) completed the round "
+            f"({', '.join(s for s in sites if s not in dropped) or 'none'}); dropped out: "
+            f"{', '.join(dropped)}; federated.min_sites = {min_sites}. The global model of the "
+            "last complete round is saved: rerun when the sites are back to resume from it"
+        )
+    return dropped
 
 
 def record_round(out_dir: str | Path, row: Mapping[str, float]) -> None:

@@ -156,7 +156,13 @@ def run_app(
         except subprocess.TimeoutExpired:
             raise CohortsegError(f"flwr run did not finish in {timeout_s:.0f} s") from None
     if proc.returncode != 0:
-        raise CohortsegError(f"flwr run failed ({proc.returncode}); see {log_path}")
+        reasons = [
+            line.split("CohortsegError: ", 1)[1].strip()
+            for line in Path(log_path).read_text(errors="replace").splitlines()
+            if "CohortsegError: " in line
+        ]
+        why = f": {reasons[-1]}" if reasons else ""
+        raise CohortsegError(f"flwr run failed ({proc.returncode}){why}; see {log_path}")
 
 
 #: The site of subjects whose sample sheet names none (a cohort without a `site` column).

@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cohortseg.federated import (
+    dropped_sites,
     initial_state,
     local_round,
     record_round,
@@ -81,7 +82,10 @@ def coordinate(grid: Grid, context: Context) -> None:
         "min_evaluate_nodes": min_sites,
         "min_available_nodes": min_sites,
     }
-    strategy = FedProx(proximal_mu=mu, **common) if mu > 0 else FedAvg(**common)
+    sites = str(rc["sites"]).split(",")
+    strategy_class = _SiteAwareFedProx if mu > 0 else _SiteAwareFedAvg
+    prox = {"proximal_mu": mu} if mu > 0 else {}
+    strategy = strategy_class(sites=sites, min_sites=min_sites, **common, **prox)
 
     def save(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -92,7 +96,7 @@ def coordinate(grid: Grid, context: Context) -> None:
     train_config = {"rounds": rounds, "round-offset": done, "local-steps": int(rc["local-steps"])}
     if mu <= 0:
         train_config["proximal-mu"] = 0.0
-    log_rounds = _RoundLog(out_dir, done, str(rc["sites"]).split(","), plan["classes"])
+    log_rounds = _RoundLog(out_dir, done, sites, plan["classes"], strategy)
     strategy.train_metrics_aggr_fn = log_rounds.train
     strategy.evaluate_metrics_aggr_fn = log_rounds.evaluate
     strategy.start(
@@ -104,17 +108,52 @@ def coordinate(grid: Grid, context: Context) -> None:
     )
 
 
+class _SiteAware:
+    """A strategy mixin: before aggregating a round's training replies, name the sites that
+    did not reply (dropped out: their SuperNode stopped or failed mid-round) and stop the run
+    with a clear message if fewer than ``min_sites`` replied; the global model of the last
+    complete round stays saved, so a rerun resumes from it."""
+
+    def __init__(self, *args, sites: list[str], min_sites: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sites, self.min_sites, self.dropped = sites, min_sites, []
+
+    def aggregate_train(self, server_round: int, replies):
+        replies = list(replies)
+        replied = [
+            self.sites[int(m.content["metrics"]["site-index"])]
+            for m in replies
+            if not m.has_error() and "metrics" in m.content
+        ]
+        self.dropped = dropped_sites(self.sites, replied, self.min_sites)
+        if self.dropped:
+            log.warning("round %d: site(s) dropped out: %s", server_round, ", ".join(self.dropped))
+        return super().aggregate_train(server_round, replies)
+
+
+class _SiteAwareFedAvg(_SiteAware, FedAvg):
+    pass
+
+
+class _SiteAwareFedProx(_SiteAware, FedProx):
+    pass
+
+
 class _RoundLog:
     """Aggregates the sites' metrics each round (weighted as FedAvg weights them) and appends
     the round's row (training loss, validation Dice per class, and each site's mean validation
     Dice) to the run's round log (:func:`cohortseg.federated.record_round`)."""
 
-    def __init__(self, out_dir: str, done: int, sites: list[str], classes: list[str]) -> None:
+    def __init__(
+        self, out_dir: str, done: int, sites: list[str], classes: list[str], strategy: _SiteAware
+    ) -> None:
         self.out_dir, self.round, self.sites, self.classes = out_dir, done, sites, classes
+        self.strategy = strategy
         self.train_loss = float("nan")
 
     def train(self, records: list[RecordDict], key: str) -> MetricRecord:
         aggregated = aggregate_metricrecords(records, key)
+        aggregated.pop("site-index", None)
         self.round += 1
         self.train_loss = float(aggregated.get("train-loss", float("nan")))
         return aggregated
@@ -122,7 +161,12 @@ class _RoundLog:
     def evaluate(self, records: list[RecordDict], key: str) -> MetricRecord:
         weighted = [r for r in records if next(iter(r.metric_records.values()))[key] > 0]
         aggregated = aggregate_metricrecords(weighted, key) if weighted else MetricRecord()
-        row = {"round": self.round, "train_loss": self.train_loss}
+        row = {
+            "round": self.round,
+            "train_loss": self.train_loss,
+            "sites_trained": len(self.sites) - len(self.strategy.dropped),
+            "dropped": ",".join(self.strategy.dropped),
+        }
         if weighted:
             row["val_dice_mean"] = float(aggregated["val-dice-mean"])
             row.update({f"val_dice_{c}": float(aggregated[f"val-dice-{c}"]) for c in self.classes})
@@ -154,6 +198,7 @@ def site_round(msg: Message, context: Context) -> Message:
         int(cfg["local-steps"]),
         float(cfg["proximal-mu"]),
     )
+    metrics["site-index"] = float(node["site-index"])
     log.info("site %s: round %d, %s", node.get("site", "?"), server_round, metrics)
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)

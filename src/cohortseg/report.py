@@ -35,7 +35,9 @@ MAX_TABLE_ROWS = 1000
 def plot_learning_curve(
     rows: Sequence[Mapping], classes: Sequence[str], path: str | os.PathLike[str]
 ) -> None:
-    """Training loss and validation Dice per class against the epoch, as a PNG."""
+    """Training loss and validation Dice per class against the epoch (federated training: the
+    round), as a PNG; with per-site columns (``val_dice_mean@{site}``) also each site's and the
+    global mean Dice, dashed."""
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in rows]
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], marker="o")
@@ -44,6 +46,12 @@ def plot_learning_curve(
         pts = [(r["epoch"], r[f"val_dice_{c}"]) for r in rows if f"val_dice_{c}" in r]
         if pts:
             ax_dice.plot(*zip(*pts, strict=True), marker="o", label=c)
+    sites = sorted({k for r in rows for k in r if k.startswith("val_dice_mean@")})
+    for key in ["val_dice_mean"] + sites if sites else []:
+        pts = [(r["epoch"], r[key]) for r in rows if key in r]
+        label = f"mean @ {key.split('@')[1]}" if "@" in key else "mean, global"
+        if pts:
+            ax_dice.plot(*zip(*pts, strict=True), linestyle="--", marker=".", label=label)
     ax_dice.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
     ax_dice.legend()
     fig.tight_layout()
