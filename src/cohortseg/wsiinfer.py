@@ -142,18 +142,29 @@ def segment_slide(
     counts = np.zeros(n_out, np.int64)
     log.info(
         "%s: level %d (%d × %d px), %d of %d windows on tissue, blocks of %d px",
-        slide.slide_id, level, width, height, len(keep), len(rows) * len(cols), block,
+        slide.slide_id,
+        level,
+        width,
+        height,
+        len(keep),
+        len(rows) * len(cols),
+        block,
     )
     with h5py.File(scratch, "w") as h5:
         out = h5.create_dataset(
-            "label", (height, width), np.uint8, chunks=(min(TILE, height), min(TILE, width)),
-            compression="lzf", fillvalue=0,
+            "label",
+            (height, width),
+            np.uint8,
+            chunks=(min(TILE, height), min(TILE, width)),
+            compression="lzf",
+            fillvalue=0,
         )
         for box in _blocks(height, width, block):
             r0, r1, c0, c1 = box
             mine = [
-                (r, c) for r, c in sorted(keep) if r < r1 and r + window > r0 and c < c1
-                and c + window > c0
+                (r, c)
+                for r, c in sorted(keep)
+                if r < r1 and r + window > r0 and c < c1 and c + window > c0
             ]
             if not mine:
                 counts[0] += (r1 - r0) * (c1 - c0)
@@ -175,8 +186,13 @@ def write_label_pyramid(
         labels = h5["label"]
         height, width = labels.shape
         write_pyramid(
-            path, lambda r0, r1, step: labels[r0:r1:step, ::step], height, width,
-            pixel_size_um, False, TILE,
+            path,
+            lambda r0, r1, step: labels[r0:r1:step, ::step],
+            height,
+            width,
+            pixel_size_um,
+            False,
+            TILE,
         )
 
 
@@ -218,6 +234,7 @@ def class_areas_mm2(counts: np.ndarray, pixel_size_um: float) -> list[float]:
 
 
 def scratch_path(path: str | os.PathLike[str]) -> Path:
-    """The scratch label store beside an output label map (``.name.labels.h5``)."""
+    """The scratch label store beside an output label map (``.scratch.{stem}.h5``; not
+    ``.{name}.*``, which the atomic writer of the label map clears as stale)."""
     p = Path(path)
-    return p.with_name(f".{p.name}.labels.h5")
+    return p.with_name(f".scratch.{p.stem}.h5")

@@ -186,7 +186,9 @@ def read_geojson(
                 )
             polygons.append((classes.index(name) + 1, rings))
     if skipped:
-        log.info("%s: %d unclassified or non-polygon annotation(s) skipped", slide.slide_id, skipped)
+        log.info(
+            "%s: %d unclassified or non-polygon annotation(s) skipped", slide.slide_id, skipped
+        )
     return polygons
 
 

@@ -93,8 +93,12 @@ def synthetic_slide(height: int, width: int, seed: int = 0) -> SyntheticSlide:
         tissue.append(Ellipse(cx, cy, rx, ry))
         if k < n - 1:
             tumour.append(
-                Ellipse(cx + rng.uniform(-0.2, 0.2) * rx, cy, rx * rng.uniform(0.3, 0.5),
-                        ry * rng.uniform(0.3, 0.5))
+                Ellipse(
+                    cx + rng.uniform(-0.2, 0.2) * rx,
+                    cy,
+                    rx * rng.uniform(0.3, 0.5),
+                    ry * rng.uniform(0.3, 0.5),
+                )
             )
     return SyntheticSlide(height, width, tuple(tissue), tuple(tumour))
 

@@ -34,9 +34,10 @@ def augment_rgb(
     (± 10 %) of a (n, 3, H, W) float batch in [0, 1] and its (n, 1, H, W) labels."""
     out_i, out_l = [], []
     for img, lab in zip(image, label, strict=True):
-        k, fy, fx = torch.randint(0, 4, (1,), generator=generator).item(), *(
-            torch.rand(2, generator=generator) < 0.5
-        ).tolist()
+        k, fy, fx = (
+            torch.randint(0, 4, (1,), generator=generator).item(),
+            *(torch.rand(2, generator=generator) < 0.5).tolist(),
+        )
         dims = [d for d, f in ((1, fy), (2, fx)) if f]
         img, lab = torch.rot90(img, k, (1, 2)), torch.rot90(lab, k, (1, 2))
         if dims:

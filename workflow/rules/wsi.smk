@@ -1,0 +1,198 @@
+# Whole-slide images (target `wsi`; README "Whole-slide images and 2D"): slides from
+# wsi.slides (a sample sheet, or the synthetic demo slides), in shards of shard_size slides.
+# tissue (per shard): pixel size, level, tissue mask, labels checked; patches (per shard of
+# train slides): tissue-only HDF5 stores; wsi_train: the 2D network; wsi_infer (per shard):
+# pyramidal label TIFFs, overviews, areas; wsi_report: statistics, bad slides, QC page. A bad
+# slide is one line of its shard's table (then of results/wsi/qc/invalid_slides.tsv), and the
+# others go on.
+from cohortseg import wsicohort
+
+WSI = config["wsi"]
+WSI_DEMO = WSI["slides"] == "demo"
+WSI_SLIDES = {s.subject: s for s in wsicohort.load_slides(WSI)}
+WSI_SHARDS = {
+    stage: wsicohort.slide_shards(
+        list(WSI_SLIDES.values()), config["shard_size"], stage
+    )
+    for stage in wsicohort.STAGE_SPLITS
+}
+WSI_JSON = as_json(WSI)
+WSI_TABLES = {
+    "tissue": wsicohort.tissue_manifest_path,
+    "patches": wsicohort.patch_manifest_path,
+    "infer": wsicohort.inference_manifest_path,
+}
+
+
+def wsi_tables(stage):
+    """Every shard table of a slide stage."""
+    return [WSI_TABLES[stage](shard) for shard in WSI_SHARDS[stage]]
+
+
+def wsi_inputs(stage):
+    """Input function: the shard's slide and label files (the demo's, made by a rule; a real
+    sheet's that exist), so that a replaced slide reruns its shard."""
+
+    def files(w):
+        slides = [WSI_SLIDES[s] for s in WSI_SHARDS[stage][w.shard]]
+        return wf.tracked([p for s in slides for p in (s.image, s.label)], WSI_DEMO)
+
+    return files
+
+
+rule wsi:
+    input:
+        wsicohort.STATS,
+        wsicohort.INVALID_TABLE,
+        wsicohort.REPORT,
+
+
+rule wsi_demo_slide:
+    output:
+        image=wsicohort.DEMO_DIR + "/{subject}.tif",
+        mask=wsicohort.DEMO_DIR + "/{subject}.mask.tif",
+        geojson=wsicohort.DEMO_DIR + "/{subject}.geojson",
+    log:
+        "logs/wsi_demo_slide/{subject}.log",
+    wildcard_constraints:
+        subject=r"wsi-[0-9]+",
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("wsi_demo_slide"),
+    params:
+        script=script("wsi_demo.py"),
+        wsi=WSI_JSON,
+    shell:
+        "python {params.script} --wsi {params.wsi} --subject {wildcards.subject} > {log} 2>&1"
+
+
+rule wsi_tissue:
+    input:
+        wsi_inputs("tissue"),
+    output:
+        wsicohort.tissue_manifest_path("{shard}"),
+    log:
+        "logs/wsi_tissue/{shard}.log",
+    benchmark:
+        "logs/benchmarks/wsi_tissue/{shard}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("wsi_tissue"),
+    params:
+        script=script("wsi_tissue.py"),
+        wsi=WSI_JSON,
+        shard_size=config["shard_size"],
+        members=lambda w: WSI_SHARDS["tissue"][w.shard],
+    shell:
+        "python {params.script} --wsi {params.wsi} --shard-size {params.shard_size}"
+        " --shard {wildcards.shard} --table {output} > {log} 2>&1"
+
+
+rule wsi_patches:
+    input:
+        tissue=wsicohort.tissue_manifest_path("{shard}"),
+    output:
+        wsicohort.patch_manifest_path("{shard}"),
+    log:
+        "logs/wsi_patches/{shard}.log",
+    benchmark:
+        "logs/benchmarks/wsi_patches/{shard}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("wsi_patches"),
+    params:
+        script=script("wsi_patches.py"),
+        wsi=WSI_JSON,
+        patches=as_json(config["patches"]),
+        shard_size=config["shard_size"],
+        members=lambda w: WSI_SHARDS["patches"][w.shard],
+    shell:
+        "python {params.script} --wsi {params.wsi} --patches {params.patches}"
+        " --shard-size {params.shard_size} --shard {wildcards.shard}"
+        " --tissue {input.tissue} --table {output} > {log} 2>&1"
+
+
+rule wsi_train:
+    input:
+        wsi_tables("patches"),
+    output:
+        wsicohort.MODEL,
+    log:
+        "logs/wsi_train.log",
+    benchmark:
+        "logs/benchmarks/wsi_train.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("wsi_train")
+    resources:
+        **cluster_resources("wsi_train"),
+    params:
+        script=script("wsi_train.py"),
+        wsi=WSI_JSON,
+    shell:
+        "python {params.script} --wsi {params.wsi} --manifests {input}"
+        " --checkpoint {output} > {log} 2>&1"
+
+
+rule wsi_infer:
+    input:
+        tissue=wsicohort.tissue_manifest_path("{shard}"),
+        model=wsicohort.MODEL,
+    output:
+        wsicohort.inference_manifest_path("{shard}"),
+    log:
+        "logs/wsi_infer/{shard}.log",
+    benchmark:
+        "logs/benchmarks/wsi_infer/{shard}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    threads: rule_threads("wsi_infer")
+    resources:
+        **cluster_resources("wsi_infer"),
+    params:
+        script=script("wsi_infer.py"),
+        wsi=WSI_JSON,
+        shard_size=config["shard_size"],
+        members=lambda w: WSI_SHARDS["infer"][w.shard],
+    shell:
+        "python {params.script} --wsi {params.wsi} --shard-size {params.shard_size}"
+        " --shard {wildcards.shard} --tissue {input.tissue} --model {input.model}"
+        " --table {output} > {log} 2>&1"
+
+
+rule wsi_report:
+    input:
+        tissue=wsi_tables("tissue"),
+        patches=wsi_tables("patches"),
+        inference=wsi_tables("infer"),
+    output:
+        stats=wsicohort.STATS,
+        invalid=wsicohort.INVALID_TABLE,
+        report=wsicohort.REPORT,
+    log:
+        "logs/wsi_report.log",
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("wsi_report"),
+    params:
+        script=script("wsi_report.py"),
+    shell:
+        "python {params.script} --tables {input.tissue} {input.patches} {input.inference}"
+        " --inference {input.inference} --stats {output.stats} --invalid {output.invalid}"
+        " --report {output.report} > {log} 2>&1"
