@@ -187,7 +187,7 @@ def write_label_pyramid(
         height, width = labels.shape
         write_pyramid(
             path,
-            lambda r0, r1, step: labels[r0:r1:step, ::step],
+            lambda r0, r1, step: labels[r0 + step // 2 : r1 : step, step // 2 :: step],
             height,
             width,
             pixel_size_um,

@@ -49,13 +49,13 @@ class SyntheticSlide:
     tumour: tuple[Ellipse, ...]
 
     def _grid(self, r0: int, r1: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Level-0 pixel-centre coordinates of rows r0:r1:step and every step-th column."""
-        y = np.arange(r0, r1, step, dtype=np.float32)[:, None] + 0.5
-        x = np.arange(0, self.width, step, dtype=np.float32)[None, :] + 0.5
+        """Level-0 coordinates of the centres of the step × step blocks from row r0 to r1."""
+        y = np.arange(r0, r1, step, dtype=np.float32)[:, None] + step / 2
+        x = np.arange(0, self.width, step, dtype=np.float32)[None, :] + step / 2
         return x, y
 
     def label(self, r0: int, r1: int, step: int) -> np.ndarray:
-        """Level-0 labels (0 or 1) of rows r0:r1:step, every step-th column, uint8."""
+        """Labels (0 or 1) uint8 subsampled by ``step`` (a :data:`~cohortseg.wsiwrite.StripReader`)."""
         x, y = self._grid(r0, r1, step)
         out = np.zeros((len(y), x.shape[1]), np.uint8)
         for e in self.tumour:
@@ -63,7 +63,7 @@ class SyntheticSlide:
         return out
 
     def rgb(self, r0: int, r1: int, step: int) -> np.ndarray:
-        """Level-0 RGB of rows r0:r1:step, every step-th column, (rows, columns, 3) uint8."""
+        """RGB (rows, columns, 3) uint8 subsampled by ``step`` (a ``StripReader``)."""
         x, y = self._grid(r0, r1, step)
         tissue = np.zeros((len(y), x.shape[1]), bool)
         for e in self.tissue:

@@ -11,8 +11,10 @@ import numpy as np
 
 from cohortseg.io import atomic_write
 
-#: ``read(row_start, row_stop, step)`` → rows ``row_start:row_stop:step`` and every ``step``-th
-#: column of level 0, as (rows, columns) or (rows, columns, 3).
+#: ``read(row_start, row_stop, step)`` → level 0 subsampled by ``step`` between rows
+#: ``row_start`` and ``row_stop``: the pixel at the centre of each step × step block (level-0
+#: pixel ``r·step + step // 2``, the nearest-neighbour convention of :mod:`cohortseg.wsilabels`),
+#: as (rows, columns) or (rows, columns, 3).
 StripReader = Callable[[int, int, int], np.ndarray]
 
 
@@ -90,4 +92,4 @@ def write_pyramid(
 
 def array_reader(array: np.ndarray) -> StripReader:
     """A strip reader over an in-memory level-0 array (tests and small label maps)."""
-    return lambda r0, r1, step: array[r0:r1:step, ::step]
+    return lambda r0, r1, step: array[r0 + step // 2 : r1 : step, step // 2 :: step]
