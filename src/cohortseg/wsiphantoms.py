@@ -103,7 +103,7 @@ def synthetic_slide(height: int, width: int, seed: int = 0) -> SyntheticSlide:
     return SyntheticSlide(height, width, tuple(tissue), tuple(tumour))
 
 
-def geojson(slide: SyntheticSlide, class_name: str = "Tumor") -> dict:
+def geojson(slide: SyntheticSlide, class_name: str = "tumour") -> dict:
     """The tumour ellipses as QuPath-style GeoJSON annotations (level-0 pixel coordinates)."""
     features = [
         {
@@ -126,7 +126,7 @@ def write_synthetic_slide(
     pixel_size_um: float,
     mask_path: str | os.PathLike[str] | None = None,
     geojson_path: str | os.PathLike[str] | None = None,
-    class_name: str = "Tumor",
+    class_name: str = "tumour",
     tile: int = 256,
 ) -> None:
     """Write the slide as a pyramidal TIFF (JPEG tiles), and optionally its tumour as a
