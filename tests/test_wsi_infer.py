@@ -75,8 +75,17 @@ def test_prediction_lands_on_the_mask_at_every_level(slide_case):
     d, geometry, slide, tissue, tissue_level = slide_case
     calls: list[int] = []
     counts = segment_slide(
-        slide, LEVEL, colour_oracle(calls), 1, tissue, tissue_level, d / "scratch.h5",
-        window=WINDOW, overlap=0.25, batch_size=8, max_memory_mb=64,  # one block: no repeats
+        slide,
+        LEVEL,
+        colour_oracle(calls),
+        1,
+        tissue,
+        tissue_level,
+        d / "scratch.h5",
+        window=WINDOW,
+        overlap=0.25,
+        batch_size=8,
+        max_memory_mb=64,  # one block: no repeats
     )
     all_windows = len(window_starts(H // 2, WINDOW, 48)) * len(window_starts(W // 2, WINDOW, 48))
     assert 0 < sum(calls) < all_windows  # glass-only windows are never predicted
@@ -117,8 +126,17 @@ def test_blending_does_not_depend_on_block_size(slide_case, tmp_path):
     for mb, name in ((0.5, "small"), (512, "large")):
         path = tmp_path / f"{name}.h5"
         segment_slide(
-            slide, LEVEL, colour_oracle(ramp=True), 1, tissue, tissue_level, path,
-            window=WINDOW, overlap=0.5, batch_size=3, max_memory_mb=mb,
+            slide,
+            LEVEL,
+            colour_oracle(ramp=True),
+            1,
+            tissue,
+            tissue_level,
+            path,
+            window=WINDOW,
+            overlap=0.5,
+            batch_size=3,
+            max_memory_mb=mb,
         )
         with h5py.File(path) as h5:
             maps.append(h5["label"][:])

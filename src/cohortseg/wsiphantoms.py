@@ -55,7 +55,7 @@ class SyntheticSlide:
         return x, y
 
     def label(self, r0: int, r1: int, step: int) -> np.ndarray:
-        """Labels (0 or 1) uint8 subsampled by ``step`` (a :data:`~cohortseg.wsiwrite.StripReader`)."""
+        """Labels (0 or 1) uint8 subsampled by ``step`` (a ``StripReader``)."""
         x, y = self._grid(r0, r1, step)
         out = np.zeros((len(y), x.shape[1]), np.uint8)
         for e in self.tumour:
