@@ -9,7 +9,10 @@ from cohortseg import wsicohort
 
 WSI = config["wsi"]
 WSI_DEMO = WSI["slides"] == "demo"
-WSI_SLIDES = {s.subject: s for s in wsicohort.load_slides(WSI)}
+try:
+    WSI_SLIDES = {s.subject: s for s in wsicohort.load_slides(WSI)}
+except CohortsegError as exc:
+    raise WorkflowError(f"cohortseg: {exc}") from None
 WSI_SHARDS = {
     stage: wsicohort.slide_shards(
         list(WSI_SLIDES.values()), config["shard_size"], stage
