@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,59 @@ import numpy as np
 from cohortseg.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
+
+
+class TiledLevels:
+    """Direct tile reads of a TIFF pyramid's tiled levels: each tile read and decoded once
+    (tifffile) and kept in a small LRU cache, so that patches in raster order share decoded
+    tiles. Faster than ``read_region`` of tiffslide, whose zarr store crosses threads for
+    every call. ``None`` entries mark levels that are not tiled RGB(A) uint8."""
+
+    def __init__(self, tif: object, series: int, cache_tiles: int = 256) -> None:
+        self.tif = tif
+        self.pages = []
+        for level in tif.series[series].levels:
+            page = level.keyframe
+            usable = page.is_tiled and page.dtype == np.uint8 and page.samplesperpixel in (3, 4)
+            usable = usable and page.planarconfig == 1 and page.imagedepth == 1
+            self.pages.append(page if usable else None)
+        self.cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.cache_tiles = cache_tiles
+
+    def tile(self, level: int, index: int) -> np.ndarray:
+        """Tile ``index`` (row-major) of ``level`` as (tile rows, tile columns, samples)."""
+        key = (level, index)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        page = self.pages[level]
+        handle = self.tif.filehandle
+        handle.seek(page.dataoffsets[index])
+        data = handle.read(page.databytecounts[index])
+        segment, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+        if segment is None:  # an empty (never written) tile
+            segment = np.zeros(shape, np.uint8)
+        tile = np.asarray(segment).reshape(shape[1:])
+        self.cache[key] = tile
+        if len(self.cache) > self.cache_tiles:
+            self.cache.popitem(last=False)
+        return tile
+
+    def read(self, level: int, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
+        """Pixels [r0, r1) × [c0, c1) of ``level`` (inside it), (rows, columns, samples)."""
+        page = self.pages[level]
+        th, tw = page.tilelength, page.tilewidth
+        across = -(-page.imagewidth // tw)
+        out = np.empty((r1 - r0, c1 - c0, page.samplesperpixel), np.uint8)
+        for tr in range(r0 // th, (r1 - 1) // th + 1):
+            for tc in range(c0 // tw, (c1 - 1) // tw + 1):
+                tile = self.tile(level, tr * across + tc)
+                a, b = max(r0, tr * th), min(r1, (tr + 1) * th)
+                c, d = max(c0, tc * tw), min(c1, (tc + 1) * tw)
+                out[a - r0 : b - r0, c - c0 : d - c0] = tile[
+                    a - tr * th : b - tr * th, c - tc * tw : d - tc * tw
+                ]
+        return out
 
 
 @dataclass
@@ -34,6 +88,8 @@ class Slide:
         (width, height) of each level in pixels, level 0 first.
     downsamples
         Each level's downsample factor relative to level 0.
+    tiles
+        Direct tile reads where the levels are tiled TIFF pages (else ``handle`` reads).
     """
 
     slide_id: str
@@ -42,6 +98,7 @@ class Slide:
     pixel_size_um: float
     dimensions: tuple[tuple[int, int], ...]
     downsamples: tuple[float, ...]
+    tiles: TiledLevels | None = None
 
     def level_pixel_size_um(self, level: int) -> float:
         """µm per pixel at ``level``."""
@@ -56,10 +113,13 @@ class Slide:
         r1, c1 = min(row + height, h_lev), min(col + width, w_lev)
         if r1 <= r0 or c1 <= c0:
             return out
-        scale = self.downsamples[level]
-        location = (int(round(c0 * scale)), int(round(r0 * scale)))  # level-0 (x, y)
         try:
-            region = self.handle.read_region(location, level, (c1 - c0, r1 - r0))
+            if self.tiles is not None and self.tiles.pages[level] is not None:
+                region = self.tiles.read(level, r0, c0, r1, c1)
+            else:
+                scale = self.downsamples[level]
+                location = (int(round(c0 * scale)), int(round(r0 * scale)))  # level-0 (x, y)
+                region = self.handle.read_region(location, level, (c1 - c0, r1 - r0))
         except Exception as exc:  # the readers raise many types for a truncated tile
             raise InvalidInputError(self.slide_id, self.path, f"cannot read: {exc}") from exc
         region = np.asarray(region)
@@ -119,7 +179,11 @@ def open_slide(
         )
     dims = tuple((int(w), int(h)) for w, h in handle.level_dimensions)
     downs = tuple(float(d) for d in handle.level_downsamples)
-    slide = Slide(slide_id, path, handle, size_um, dims, downs)
+    tif = getattr(handle, "ts_tifffile", None)
+    tiles = TiledLevels(tif, int(props.get("tiffslide.series-index") or 0)) if tif else None
+    if tiles is not None and len(tiles.pages) != len(dims):
+        tiles = None  # levels counted differently from tiffslide's: read through it
+    slide = Slide(slide_id, path, handle, size_um, dims, downs, tiles)
     _check_readable(slide)
     return slide
 
