@@ -47,8 +47,8 @@ def test_slide_levels_pixel_size_and_pixels(slide_files):
     assert np.abs(got - want).mean() < 6
     # tiles read directly give the pixels tiffslide's read_region gives
     assert slide.tiles is not None and None not in slide.tiles.pages
-    direct = slide.read(1, 40, 300, 100, 90)
-    via_tiffslide = np.asarray(slide.handle.read_region((600, 80), 1, (90, 100)))[..., :3]
+    direct = slide.read(1, 40, 200, 100, 90)
+    via_tiffslide = np.asarray(slide.handle.read_region((400, 80), 1, (90, 100)))[..., :3]
     np.testing.assert_array_equal(direct, via_tiffslide)
     # outside the slide reads white
     assert (slide.read(0, H - 4, W - 4, 8, 8)[4:, :] == 255).all()
