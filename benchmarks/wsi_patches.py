@@ -38,7 +38,9 @@ def write_slide(workdir: Path, size: int, pixel_size_um: float) -> tuple[Path, P
     return slide, annotations
 
 
-def extract(slide_path: str, geojson: str, store: str, n_patches: int, patch: int) -> None:
+def extract(
+    slide_path: str, geojson: str, store: str, n_patches: int, patch: int, compression: str
+) -> None:
     """Tissue detection, then ``n_patches`` level-0 patches into an HDF5 store."""
     from cohortseg.tissue import detect_tissue
     from cohortseg.wsi import open_slide
@@ -62,26 +64,29 @@ def extract(slide_path: str, geojson: str, store: str, n_patches: int, patch: in
         0.67,
         np.random.default_rng(0),
     )
-    start = time.perf_counter()
-    write_slide_store(store, slide, 0, labels, origins, (patch, patch), "lzf", 4, "bench")
-    seconds = time.perf_counter() - start
-    print(f"patch_extraction_rate: {n_patches / seconds:.0f} patches/s")
-    print(f"patch_extraction_time_per_patch: {1000 * seconds / n_patches:.2f} ms")
+    start, cpu = time.perf_counter(), time.process_time()
+    write_slide_store(store, slide, 0, labels, origins, (patch, patch), compression, 4, "bench")
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"patch_extraction_rate_{compression}: {n_patches / seconds:.0f} patches/s")
+    # CPU seconds: what the rate would be on an idle core (this machine's are shared)
+    print(f"patch_extraction_rate_cpu_{compression}: {n_patches / cpu:.0f} patches/cpu-s")
 
 
-def random_reads(store: str, n_reads: int) -> None:
+def random_reads(store: str, n_reads: int, compression: str) -> None:
     """Random-access reads of single patches (image and label) from the store."""
     from cohortseg.patches import PatchDataset
 
     dataset = PatchDataset([store], "bench")
     rows = np.random.default_rng(1).integers(0, len(dataset), n_reads)
     dataset[0]  # open the file
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for row in rows:
         dataset[int(row)]
-    seconds = time.perf_counter() - start
-    print(f"patch_read_time: {1000 * seconds / n_reads:.3f} ms per patch (image + label)")
-    print(f"store_size: {Path(store).stat().st_size / 2**20:.1f} MiB")
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    ms = 1000 * seconds / n_reads
+    print(f"patch_read_time_{compression}: {ms:.3f} ms per patch (image + label)")
+    print(f"patch_read_cpu_time_{compression}: {1000 * cpu / n_reads:.3f} cpu-ms per patch")
+    print(f"store_size_{compression}: {Path(store).stat().st_size / 2**20:.1f} MiB")
 
 
 def segment(slide_path: str, out_dir: str, target_um: float, window: int, memory_mb: float) -> None:
@@ -108,7 +113,7 @@ def segment(slide_path: str, out_dir: str, target_um: float, window: int, memory
     level = choose_level(slide, target_um)
     w, h = slide.dimensions[level]
     print(f"segmentation_level: {level} ({w} x {h} px, {slide.level_pixel_size_um(level):g} um/px)")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     scratch = Path(out_dir) / "scratch.h5"
     with torch.inference_mode():
         segment_slide(
@@ -125,6 +130,7 @@ def segment(slide_path: str, out_dir: str, target_um: float, window: int, memory
             max_memory_mb=memory_mb,
         )
     print(f"segmentation_time: {time.perf_counter() - start:.1f} s")
+    print(f"segmentation_cpu_time: {time.process_time() - cpu:.1f} cpu-s")
     start = time.perf_counter()
     write_label_pyramid(scratch, Path(out_dir) / "labels.tif", slide.level_pixel_size_um(level))
     overview(slide, level, scratch, Path(out_dir) / "overview.png")
@@ -142,6 +148,13 @@ def in_child(step: str, *args: str) -> None:
         print(f"{step}_peak_rss: <= {before / 1024:.0f} MiB")
 
 
+def load_average() -> None:
+    """The machine's 1-minute load average (other work shares its cores)."""
+    import os
+
+    print(f"load_average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=40000, help="slide side, level-0 pixels")
@@ -157,21 +170,23 @@ def main() -> None:
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step == "extract":
-        extract(*args.rest[:3], args.patches, args.patch)
+        extract(*args.rest[:3], args.patches, args.patch, args.rest[3])
         return
     if args.step == "reads":
-        random_reads(args.rest[0], args.reads)
+        random_reads(args.rest[0], args.reads, args.rest[1])
         return
     if args.step == "segment":
         segment(args.rest[0], args.rest[1], args.target_um, args.window, args.max_memory_mb)
         return
+    load_average()
     workdir = Path(args.workdir) / str(args.size)
     workdir.mkdir(parents=True, exist_ok=True)
     slide, annotations = write_slide(workdir, args.size, args.pixel_size_um)
-    store = str(workdir / "patches.h5")
     common = ["--patches", str(args.patches), "--patch", str(args.patch)]
-    in_child("extract", *common, "--", str(slide), str(annotations), store)
-    in_child("reads", "--reads", str(args.reads), "--", store)
+    for compression in ("lzf", "none"):  # patches.compression: the default, and none
+        store = str(workdir / f"patches_{compression}.h5")
+        in_child("extract", *common, "--", str(slide), str(annotations), store, compression)
+        in_child("reads", "--reads", str(args.reads), "--", store, compression)
     seg = [
         "--target-um",
         str(args.target_um),
@@ -181,6 +196,7 @@ def main() -> None:
         str(args.max_memory_mb),
     ]
     in_child("segment", *seg, "--", str(slide), str(workdir))
+    load_average()
 
 
 if __name__ == "__main__":

@@ -107,6 +107,40 @@ class MaskLabels:
         return out
 
 
+def _clip_ring(ring: np.ndarray, low: float, high: float, axis: int) -> np.ndarray:
+    """Sutherland–Hodgman: the part of a closed ring ((n, 2) points) with ``low`` ≤
+    coordinate ``axis`` ≤ ``high``."""
+    for bound, inside in ((low, lambda v: v >= low), (high, lambda v: v <= high)):
+        if len(ring) == 0:
+            return ring
+        out = []
+        prev = ring[-1]
+        for point in ring:
+            p_in, q_in = inside(point[axis]), inside(prev[axis])
+            if p_in != q_in:  # the edge crosses the bound: keep the crossing
+                t = (bound - prev[axis]) / (point[axis] - prev[axis])
+                out.append(prev + t * (point - prev))
+            if p_in:
+                out.append(point)
+            prev = point
+        ring = np.asarray(out).reshape(-1, 2)
+    return ring
+
+
+def _fill(ring: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixels (bool (height, width)) whose centres, at integer (x, y), lie inside ``ring`` (in
+    pixel coordinates of the region); the ring is clipped to the region first, so the cost
+    follows the region's size, not the polygon's."""
+    from skimage.draw import polygon as fill_polygon
+
+    ring = _clip_ring(_clip_ring(ring, -1.0, width, 0), -1.0, height, 1)
+    drawn = np.zeros((height, width), bool)
+    if len(ring) >= 3:
+        rr, cc = fill_polygon(ring[:, 1], ring[:, 0], shape=(height, width))
+        drawn[rr, cc] = True
+    return drawn
+
+
 class PolygonLabels:
     """Polygon annotations in level-0 pixel coordinates (QuPath's GeoJSON export: a
     FeatureCollection of Polygon/MultiPolygon features whose ``properties.classification.name``
@@ -117,26 +151,18 @@ class PolygonLabels:
         self.polygons = read_geojson(slide, self.path, classes)
 
     def region(self, downsample: float, row: int, col: int, height: int, width: int) -> np.ndarray:
-        from skimage.draw import polygon as fill_polygon
-
         out = np.zeros((height, width), np.uint8)
+        # pixel index i has its centre at level-0 coordinate (i + 0.5)·downsample
+        offset = np.array([col + 0.5, row + 0.5])
         for value, rings in self.polygons:
-            exterior = rings[0]
-            # pixel index i has its centre at level-0 coordinate (i + 0.5)·downsample
-            ys = exterior[:, 1] / downsample - 0.5 - row
-            xs = exterior[:, 0] / downsample - 0.5 - col
-            if ys.max() < 0 or xs.max() < 0 or ys.min() >= height or xs.min() >= width:
+            exterior = rings[0] / downsample - offset
+            if (exterior.max(0) < 0).any() or exterior[:, 0].min() >= width or (
+                exterior[:, 1].min() >= height
+            ):
                 continue
-            rr, cc = fill_polygon(ys, xs, shape=(height, width))
-            drawn = np.zeros((height, width), bool)
-            drawn[rr, cc] = True
+            drawn = _fill(exterior, height, width)
             for hole in rings[1:]:
-                rr, cc = fill_polygon(
-                    hole[:, 1] / downsample - 0.5 - row,
-                    hole[:, 0] / downsample - 0.5 - col,
-                    shape=(height, width),
-                )
-                drawn[rr, cc] = False
+                drawn &= ~_fill(hole / downsample - offset, height, width)
             out[drawn] = value
         return out
 
