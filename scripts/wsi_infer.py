@@ -16,6 +16,7 @@ from cohortseg.wsitrain import load_slide_model, slide_predictor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
+    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
     parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
     parser.add_argument("--shard", required=True)
     parser.add_argument("--tissue", required=True, help="the shard's tissue table")
@@ -24,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg, inference = args.wsi, args.wsi["inference"]
     classes = cfg["classes"]
-    slides = load_slides(cfg)
+    slides = load_slides(cfg, args.privacy)
     members = set(slide_shards(slides, args.shard_size, "infer")[args.shard])
     todo = shard_slides([s for s in slides if s.subject in members], args.tissue)
     device = pick_device(inference["device"])

@@ -12,6 +12,7 @@ from cohortseg.wsistages import shard_slides, slide_patches, try_each, write_sha
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
+    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
     parser.add_argument("--patches", type=json_arg, required=True, help="patches config, JSON")
     parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
     parser.add_argument("--shard", required=True)
@@ -19,7 +20,7 @@ def main() -> None:
     parser.add_argument("--table", required=True, help="the shard's manifest (TSV) to write")
     args = parser.parse_args()
     cfg, patches = args.wsi, args.patches
-    slides = load_slides(cfg)
+    slides = load_slides(cfg, args.privacy)
     members = set(slide_shards(slides, args.shard_size, "patches")[args.shard])
     todo = shard_slides([s for s in slides if s.subject in members], args.tissue)
     rows, problems = try_each(

@@ -12,12 +12,13 @@ from cohortseg.wsistages import prepare_slide, try_each, write_shard_table
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
+    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
     parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
     parser.add_argument("--shard", required=True)
     parser.add_argument("--table", required=True, help="the shard's table (TSV) to write")
     args = parser.parse_args()
     cfg = args.wsi
-    slides = load_slides(cfg)
+    slides = load_slides(cfg, args.privacy)
     members = set(slide_shards(slides, args.shard_size, "tissue")[args.shard])
     rows, problems = try_each(
         [s for s in slides if s.subject in members],

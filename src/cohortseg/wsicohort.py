@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cohortseg.cohort import Subject, read_sample_sheet, shard_table
+from cohortseg.privacy import load_key, pseudonymize
 from cohortseg.workflow import resolve_shard_size
 
 WSI_DIR = "results/wsi"
@@ -37,12 +38,15 @@ def demo_image(slide: str) -> str:
     return f"{DEMO_DIR}/{slide}.tif"
 
 
-def load_slides(wsi: Mapping) -> list[Subject]:
+def load_slides(wsi: Mapping, privacy: Mapping) -> list[Subject]:
     """The slides named by ``wsi.slides``: ``demo`` or a sample sheet (columns subject,
-    image, label: a mask image or GeoJSON, split)."""
+    image, label: a mask image or GeoJSON, split), named by pseudonyms where
+    ``privacy.pseudonymize`` says so (as volumes are)."""
     if wsi["slides"] == "demo":
-        return demo_slides(wsi["demo"])
-    return read_sample_sheet(wsi["slides"])
+        slides = demo_slides(wsi["demo"])
+    else:
+        slides = read_sample_sheet(wsi["slides"])
+    return pseudonymize(slides, load_key(privacy)) if privacy["pseudonymize"] else slides
 
 
 def slide_shards(slides: list[Subject], shard_size: int | str, stage: str) -> dict[str, list[str]]:

@@ -156,8 +156,10 @@ class PolygonLabels:
         offset = np.array([col + 0.5, row + 0.5])
         for value, rings in self.polygons:
             exterior = rings[0] / downsample - offset
-            if (exterior.max(0) < 0).any() or exterior[:, 0].min() >= width or (
-                exterior[:, 1].min() >= height
+            if (
+                (exterior.max(0) < 0).any()
+                or exterior[:, 0].min() >= width
+                or (exterior[:, 1].min() >= height)
             ):
                 continue
             drawn = _fill(exterior, height, width)

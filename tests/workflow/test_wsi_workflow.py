@@ -1,6 +1,7 @@
-"""`snakemake wsi` on a sheet of small slides, good and bad: the good ones are segmented
-(labels registered, areas, Dice, pyramidal TIFF with the pixel size, report with overviews),
-each bad one is one line of the QC table naming the slide and the reason."""
+"""`snakemake wsi` on a sheet of small slides, good and bad, pseudonymised: the good ones are
+segmented (labels registered, areas, Dice, pyramidal TIFF with the pixel size, report with
+overviews), each bad one is one line of the QC table naming the slide and the reason, and no
+slide name or input path reaches results/ or logs/."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import tifffile
 import yaml
 
 from cohortseg.io import read_tsv
+from cohortseg.privacy import pseudonym
 from cohortseg.wsiphantoms import synthetic_slide, write_synthetic_slide
 from cohortseg.wsiwrite import array_reader, write_pyramid
 
 from .conftest import snakemake
 
 H, W, PX = 768, 1024, 0.5
+KEY = "wsi-test-key-not-secret"
+NAMES = ["wsi-a", "wsi-b", "wsi-c", "bad-nores", "bad-cut", "bad-misfit", "bad-glass"]
 
 
 def _sheet(d):
@@ -47,12 +51,15 @@ def _sheet(d):
 
 
 @pytest.mark.slow
-def test_wsi_workflow_good_and_bad_slides(tmp_path):
+def test_wsi_workflow_good_and_bad_slides(tmp_path, monkeypatch):
+    monkeypatch.setenv("COHORTSEG_PSEUDONYM_KEY", KEY)
+    alias = {name: pseudonym(name, KEY.encode()) for name in NAMES}
     data = tmp_path / "data"
     data.mkdir()
     _sheet(data)
     config = {
         "shard_size": 8,  # one shard per stage: fewer process starts
+        "privacy": {"pseudonymize": True},
         "wsi": {
             "slides": str(data / "slides.tsv"),
             "target_pixel_size_um": 1.0,
@@ -68,22 +75,25 @@ def test_wsi_workflow_good_and_bad_slides(tmp_path):
     work = tmp_path / "run"
     snakemake(work, "wsi", "--cores", "2", "--configfile", str(tmp_path / "cfg.yaml"))
 
-    stats = {r["subject"]: r for r in read_tsv(work / "results/wsi/stats.tsv")}
+    names = {v: k for k, v in alias.items()}
+    stats = {names[r["subject"]]: r for r in read_tsv(work / "results/wsi/stats.tsv")}
     assert set(stats) == {"wsi-a", "wsi-b", "wsi-c"}
     assert float(stats["wsi-c"]["tumour_dice"]) > 0.8  # the held-out slide, labelled by GeoJSON
     for row in stats.values():
         assert float(row["pixel_size_um"]) == pytest.approx(1.0)
         assert 0 < float(row["tumour_mm2"]) < float(row["tissue_mm2"]) < H * W * (PX * 1e-3) ** 2
 
-    problems = {r["subject"]: r for r in read_tsv(work / "results/wsi/qc/invalid_slides.tsv")}
+    invalid = read_tsv(work / "results/wsi/qc/invalid_slides.tsv")
+    problems = {names[r["subject"]]: r for r in invalid}
     assert set(problems) == {"bad-nores", "bad-cut", "bad-misfit", "bad-glass"}
     assert "wsi.pixel_size_um" in problems["bad-nores"]["problem"]
-    assert problems["bad-cut"]["file"].endswith("cut.tif")
+    assert problems["bad-cut"]["file"] == "<file>"  # input paths are kept out
     assert "does not fit the slide" in problems["bad-misfit"]["problem"]
     assert "no tissue" in problems["bad-glass"]["problem"]
     assert {r["kind"] for r in problems.values()} == {"tissue"}
 
-    with tifffile.TiffFile(work / "results/wsi/segmentations/wsi-c.tif") as tif:
+    c = alias["wsi-c"]
+    with tifffile.TiffFile(work / f"results/wsi/segmentations/{c}.tif") as tif:
         levels = tif.series[0].levels
         assert levels[0].shape == (H // 2, W // 2) and len(levels) > 1
         x_res = levels[0].keyframe.tags["XResolution"].value
@@ -94,5 +104,10 @@ def test_wsi_workflow_good_and_bad_slides(tmp_path):
     assert (predicted & (mask0 == 1)).sum() / predicted.sum() > 0.8  # on the mask's pixels
 
     page = (work / "results/wsi/report.html").read_text()
-    assert "overviews/wsi-c.png" in page and "bad-cut" in page
-    assert (work / "results/wsi/overviews/wsi-c.png").stat().st_size > 0
+    assert f"overviews/{c}.png" in page and alias["bad-cut"] in page
+    assert (work / f"results/wsi/overviews/{c}.png").stat().st_size > 0
+    for path in [*(work / "results").rglob("*"), *(work / "logs").rglob("*")]:
+        if path.is_file():
+            content = path.read_bytes()
+            for planted in [*NAMES, str(data)]:
+                assert planted.encode() not in content, (planted, path)

@@ -10,7 +10,7 @@ from cohortseg import wsicohort
 WSI = config["wsi"]
 WSI_DEMO = WSI["slides"] == "demo"
 try:
-    WSI_SLIDES = {s.subject: s for s in wsicohort.load_slides(WSI)}
+    WSI_SLIDES = {s.subject: s for s in wsicohort.load_slides(WSI, PRIVACY)}
 except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 WSI_SHARDS = {
@@ -20,6 +20,7 @@ WSI_SHARDS = {
     for stage in wsicohort.STAGE_SPLITS
 }
 WSI_JSON = as_json(WSI)
+PRIVACY_JSON = as_json(PRIVACY)
 WSI_TABLES = {
     "tissue": wsicohort.tissue_manifest_path,
     "patches": wsicohort.patch_manifest_path,
@@ -90,10 +91,12 @@ rule wsi_tissue:
     params:
         script=script("wsi_tissue.py"),
         wsi=WSI_JSON,
+        privacy=PRIVACY_JSON,
         shard_size=config["shard_size"],
         members=lambda w: WSI_SHARDS["tissue"][w.shard],
     shell:
-        "python {params.script} --wsi {params.wsi} --shard-size {params.shard_size}"
+        "python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
+        " --shard-size {params.shard_size}"
         " --shard {wildcards.shard} --table {output} > {log} 2>&1"
 
 
@@ -115,11 +118,13 @@ rule wsi_patches:
     params:
         script=script("wsi_patches.py"),
         wsi=WSI_JSON,
+        privacy=PRIVACY_JSON,
         patches=as_json(config["patches"]),
         shard_size=config["shard_size"],
         members=lambda w: WSI_SHARDS["patches"][w.shard],
     shell:
-        "python {params.script} --wsi {params.wsi} --patches {params.patches}"
+        "python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
+        " --patches {params.patches}"
         " --shard-size {params.shard_size} --shard {wildcards.shard}"
         " --tissue {input.tissue} --table {output} > {log} 2>&1"
 
@@ -168,10 +173,12 @@ rule wsi_infer:
     params:
         script=script("wsi_infer.py"),
         wsi=WSI_JSON,
+        privacy=PRIVACY_JSON,
         shard_size=config["shard_size"],
         members=lambda w: WSI_SHARDS["infer"][w.shard],
     shell:
-        "python {params.script} --wsi {params.wsi} --shard-size {params.shard_size}"
+        "python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
+        " --shard-size {params.shard_size}"
         " --shard {wildcards.shard} --tissue {input.tissue} --model {input.model}"
         " --table {output} > {log} 2>&1"
 
