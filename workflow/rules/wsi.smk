@@ -5,43 +5,9 @@
 # pyramidal label TIFFs, overviews, areas; wsi_report: statistics, bad slides, QC page. A bad
 # slide is one line of its shard's table (then of results/wsi/qc/invalid_slides.tsv), and the
 # others go on.
-from cohortseg import wsicohort
-
-WSI = config["wsi"]
-WSI_DEMO = WSI["slides"] == "demo"
-try:
-    WSI_SLIDES = {s.subject: s for s in wsicohort.load_slides(WSI, PRIVACY)}
-except CohortsegError as exc:
-    raise WorkflowError(f"cohortseg: {exc}") from None
-WSI_SHARDS = {
-    stage: wsicohort.slide_shards(
-        list(WSI_SLIDES.values()), config["shard_size"], stage
-    )
-    for stage in wsicohort.STAGE_SPLITS
-}
-WSI_JSON = as_json(WSI)
-PRIVACY_JSON = as_json(PRIVACY)
-WSI_TABLES = {
-    "tissue": wsicohort.tissue_manifest_path,
-    "patches": wsicohort.patch_manifest_path,
-    "infer": wsicohort.inference_manifest_path,
-}
 
 
-def wsi_tables(stage):
-    """Every shard table of a slide stage."""
-    return [WSI_TABLES[stage](shard) for shard in WSI_SHARDS[stage]]
-
-
-def wsi_inputs(stage):
-    """Input function: the shard's slide and label files (the demo's, made by a rule; a real
-    sheet's that exist), so that a replaced slide reruns its shard."""
-
-    def files(w):
-        slides = [WSI_SLIDES[s] for s in WSI_SHARDS[stage][w.shard]]
-        return wf.tracked([p for s in slides for p in (s.image, s.label)], WSI_DEMO)
-
-    return files
+include: "wsi_common.smk"
 
 
 rule wsi:
@@ -53,9 +19,9 @@ rule wsi:
 
 rule wsi_demo_slide:
     output:
-        image=wsicohort.DEMO_DIR + "/{subject}.tif",
-        mask=wsicohort.DEMO_DIR + "/{subject}.mask.tif",
-        geojson=wsicohort.DEMO_DIR + "/{subject}.geojson",
+        image=f"{wsicohort.DEMO_DIR}/{{subject}}.tif",
+        mask=f"{wsicohort.DEMO_DIR}/{{subject}}.mask.tif",
+        geojson=f"{wsicohort.DEMO_DIR}/{{subject}}.geojson",
     log:
         "logs/wsi_demo_slide/{subject}.log",
     wildcard_constraints:
