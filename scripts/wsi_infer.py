@@ -6,28 +6,22 @@ import argparse
 
 import torch
 
-from cohortseg.cli import json_arg, run
+from cohortseg.cli import run
 from cohortseg.models import pick_device
-from cohortseg.wsicohort import load_slides, slide_shards
-from cohortseg.wsistages import segment_and_measure, shard_slides, try_each, write_shard_table
+from cohortseg.wsicohort import add_slide_shard_arguments, job_slides
+from cohortseg.wsistages import segment_and_measure, try_each, write_shard_table
 from cohortseg.wsitrain import load_slide_model, slide_predictor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
-    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
-    parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
-    parser.add_argument("--shard", required=True)
+    add_slide_shard_arguments(parser)
     parser.add_argument("--tissue", required=True, help="the shard's tissue table")
     parser.add_argument("--model", required=True, help="the slide model checkpoint")
-    parser.add_argument("--table", required=True, help="the shard's table (TSV) to write")
     args = parser.parse_args()
     cfg, inference = args.wsi, args.wsi["inference"]
     classes = cfg["classes"]
-    slides = load_slides(cfg, args.privacy)
-    members = set(slide_shards(slides, args.shard_size, "infer")[args.shard])
-    todo = shard_slides([s for s in slides if s.subject in members], args.tissue)
+    todo = job_slides(args, "infer", args.tissue)
     device = pick_device(inference["device"])
     net, _ = load_slide_model(args.model, device)
     predict = slide_predictor(net, device)

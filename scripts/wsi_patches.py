@@ -5,24 +5,18 @@ import argparse
 import zlib
 
 from cohortseg.cli import json_arg, run
-from cohortseg.wsicohort import load_slides, slide_shards
-from cohortseg.wsistages import shard_slides, slide_patches, try_each, write_shard_table
+from cohortseg.wsicohort import add_slide_shard_arguments, job_slides
+from cohortseg.wsistages import slide_patches, try_each, write_shard_table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
-    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
+    add_slide_shard_arguments(parser)
     parser.add_argument("--patches", type=json_arg, required=True, help="patches config, JSON")
-    parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
-    parser.add_argument("--shard", required=True)
     parser.add_argument("--tissue", required=True, help="the shard's tissue table")
-    parser.add_argument("--table", required=True, help="the shard's manifest (TSV) to write")
     args = parser.parse_args()
     cfg, patches = args.wsi, args.patches
-    slides = load_slides(cfg, args.privacy)
-    members = set(slide_shards(slides, args.shard_size, "patches")[args.shard])
-    todo = shard_slides([s for s in slides if s.subject in members], args.tissue)
+    todo = job_slides(args, "patches", args.tissue)
     rows, problems = try_each(
         todo,
         lambda s: slide_patches(

@@ -4,24 +4,19 @@ shard's table, the others go on."""
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.wsicohort import load_slides, slide_shards
+from cohortseg.cli import run
+from cohortseg.wsicohort import add_slide_shard_arguments, job_slides
 from cohortseg.wsistages import prepare_slide, try_each, write_shard_table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
-    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
-    parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
-    parser.add_argument("--shard", required=True)
-    parser.add_argument("--table", required=True, help="the shard's table (TSV) to write")
+    add_slide_shard_arguments(parser)
     args = parser.parse_args()
     cfg = args.wsi
-    slides = load_slides(cfg, args.privacy)
-    members = set(slide_shards(slides, args.shard_size, "tissue")[args.shard])
+    todo = job_slides(args, "tissue")
     rows, problems = try_each(
-        [s for s in slides if s.subject in members],
+        todo,
         lambda s: prepare_slide(
             s,
             cfg["classes"],

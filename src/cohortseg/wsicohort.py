@@ -4,6 +4,7 @@ synthetic demo slides, their shards, and where each stage writes (pure functions
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 
 from cohortseg.cohort import Subject, read_sample_sheet, shard_table
@@ -82,3 +83,26 @@ def slide_paths(slide: str) -> dict[str, str]:
         "segmentation": f"{WSI_DIR}/segmentations/{slide}.tif",
         "overview": f"{WSI_DIR}/overviews/{slide}.png",
     }
+
+
+def add_slide_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every slide shard job takes: ``--wsi`` and ``--privacy`` (config
+    sections as JSON), ``--shard-size``, ``--shard`` and ``--table`` (its output)."""
+    from cohortseg.cli import json_arg
+
+    parser.add_argument("--wsi", type=json_arg, required=True, help="the wsi config (JSON)")
+    parser.add_argument("--privacy", type=json_arg, required=True, help="privacy config, JSON")
+    parser.add_argument("--shard-size", required=True, help="shard_size (a number or auto)")
+    parser.add_argument("--shard", required=True, help="shard id, e.g. 00003")
+    parser.add_argument("--table", required=True, help="the shard's table (TSV) to write")
+
+
+def job_slides(args: argparse.Namespace, stage: str, table: str | None = None) -> list[Subject]:
+    """The slides of ``args.shard`` that ``stage`` works on, in sheet order, less those an
+    earlier stage's shard ``table`` lists with a problem."""
+    from cohortseg.io import read_tsv
+
+    slides = load_slides(args.wsi, args.privacy)
+    members = set(slide_shards(slides, args.shard_size, stage)[args.shard])
+    ok = None if table is None else {r["subject"] for r in read_tsv(table) if not r["problem"]}
+    return [s for s in slides if s.subject in members and (ok is None or s.subject in ok)]

@@ -259,14 +259,3 @@ def write_shard_table(
     file_column = columns[1]
     done = [{**r, "sha256": sha256_file(r[file_column])} for r in rows]
     write_tsv(path, [*done, *problems], [*columns, "sha256", *PROBLEM_COLUMNS[1:]])
-
-
-def shard_slides(slides: Sequence[Subject], table: str | Path | None) -> list[Subject]:
-    """The slides of a shard that an earlier stage's shard ``table`` lists without a problem
-    (all of ``slides`` without a table)."""
-    if table is None:
-        return list(slides)
-    from cohortseg.io import read_tsv
-
-    ok = {r["subject"] for r in read_tsv(table) if not r.get("problem")}
-    return [s for s in slides if s.subject in ok]
