@@ -86,6 +86,17 @@ def random_reads(store: str, n_reads: int, compression: str) -> None:
     ms = 1000 * seconds / n_reads
     print(f"patch_read_time_{compression}: {ms:.3f} ms per patch (image + label)")
     print(f"patch_read_cpu_time_{compression}: {1000 * cpu / n_reads:.3f} cpu-ms per patch")
+    import h5py
+
+    with h5py.File(store, "r") as h5:
+        images = h5["image"]
+        images[0]
+        start, cpu = time.perf_counter(), time.process_time()
+        for row in rows:
+            images[int(row)]
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"image_read_time_{compression}: {1000 * seconds / n_reads:.3f} ms per 256x256 RGB patch")
+    print(f"image_read_cpu_time_{compression}: {1000 * cpu / n_reads:.3f} cpu-ms per patch")
     print(f"store_size_{compression}: {Path(store).stat().st_size / 2**20:.1f} MiB")
 
 

@@ -15,6 +15,10 @@ from cohortseg.wsi import Slide
 from cohortseg.wsilabels import LabelSource
 
 
+#: Patches written to the store per h5py call.
+WRITE_BATCH = 16
+
+
 def sample_slide_origins(
     tissue: np.ndarray,
     label: np.ndarray | None,
@@ -93,9 +97,16 @@ def write_slide_store(
         lab = h5.create_dataset("label", (n, *size), np.uint8, chunks=(1, *size), **opts)
         h5.create_dataset("origin", data=origins)
         h5.create_dataset("level", data=np.full(n, level, np.int16))
-        for i, (row, col) in enumerate(origins):
-            img[i] = slide.read(level, int(row), int(col), *size).transpose(2, 0, 1)
-            lab[i] = labels.region(downsample, int(row), int(col), *size)
+        # patches go to HDF5 a batch at a time (fewer calls into h5py, same chunks), so a few
+        # patches at most are in memory
+        for i0 in range(0, n, WRITE_BATCH):
+            batch = origins[i0 : i0 + WRITE_BATCH]
+            img[i0 : i0 + len(batch)] = np.stack(
+                [slide.read(level, int(r), int(c), *size).transpose(2, 0, 1) for r, c in batch]
+            )
+            lab[i0 : i0 + len(batch)] = np.stack(
+                [labels.region(downsample, int(r), int(c), *size) for r, c in batch]
+            )
         pixel_mm = slide.level_pixel_size_um(level) * 1e-3
         h5.attrs.update(
             subject=slide.slide_id,
