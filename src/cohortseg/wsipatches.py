@@ -14,7 +14,6 @@ from cohortseg.patches import dataset_options
 from cohortseg.wsi import Slide
 from cohortseg.wsilabels import LabelSource
 
-
 #: Patches written to the store per h5py call.
 WRITE_BATCH = 16
 
