@@ -211,3 +211,33 @@ def test_pyramid_writer_resolution_tags(tmp_path):
         page = levels[2].keyframe
         x_res = page.tags["XResolution"].value
         assert 1e4 / (x_res[0] / x_res[1]) == pytest.approx(8.0)  # µm per pixel at level 2
+
+
+def test_qupath_geojson_holes_multipolygons_and_unclassified(slide_files, tmp_path):
+    _, paths = slide_files
+    slide = open_slide("s", paths["tif"])
+    square = [[10, 10], [50, 10], [50, 50], [10, 50], [10, 10]]
+    hole = [[20, 20], [30, 20], [30, 30], [20, 30], [20, 20]]
+    far = [[[100, 100], [104, 100], [104, 104], [100, 104], [100, 100]]]
+    doc = [  # QuPath may export a bare list of features
+        {
+            "type": "Feature",
+            "geometry": {"type": "MultiPolygon", "coordinates": [[square, hole], far]},
+            "properties": {"objectType": "annotation", "classification": {"name": "tumour"}},
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [60, 0], [60, 60], [0, 0]]]},
+            "properties": {"objectType": "annotation"},  # unclassified: skipped
+        },
+    ]
+    path = tmp_path / "q.geojson"
+    path.write_text(json.dumps(doc))
+    labels = open_labels(slide, str(path), ["tumour"])
+    full = labels.region(1, 0, 0, 128, 128)
+    # pixel centres (i + 0.5) never fall on these integer edges: exact counts
+    assert full.sum() == 40 * 40 - 10 * 10 + 4 * 4
+    assert full[25, 25] == 0 and full[15, 15] == 1 and full[102, 102] == 1
+    # the same annotations at downsample 2, read in a window that cuts the square
+    part = labels.region(2, 10, 10, 20, 20)  # level-0 [20, 60) × [20, 60)
+    assert part.sum() == (15 * 15 - 5 * 5)  # the square's part outside the hole
