@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from scipy.ndimage import binary_dilation
 
 from cohortseg.io import atomic_write
 from cohortseg.wsi import Slide, level_scale, read_level, thumbnail_level
@@ -70,6 +71,17 @@ def _tissue_windows(
     return keep
 
 
+def _tissue_in_block(
+    tissue: np.ndarray, scale: float, box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """The tissue mask (bool, on a coarse level; ``scale``: mask pixels per level pixel) at
+    the pixels of ``box``, nearest neighbour at the pixel centres."""
+    r0, r1, c0, c1 = box
+    rows = np.minimum(((np.arange(r0, r1) + 0.5) * scale).astype(np.int64), tissue.shape[0] - 1)
+    cols = np.minimum(((np.arange(c0, c1) + 0.5) * scale).astype(np.int64), tissue.shape[1] - 1)
+    return tissue[np.ix_(rows, cols)]
+
+
 def _blocks(height: int, width: int, block: int) -> Iterator[tuple[int, int, int, int]]:
     """Output blocks (row0, row1, col0, col1), row-major."""
     for r0 in range(0, height, block):
@@ -125,10 +137,10 @@ def segment_slide(
     ``scratch`` (dataset ``label``, 256 × 256 chunks), block by block.
 
     Windows of ``window`` pixels overlap by ``overlap``; only windows over tissue (the
-    ``tissue`` mask on ``tissue_level``) are predicted, and pixels no window reached are
-    background. Blocks are sized so their accumulators fit ``max_memory_mb``
-    (:func:`block_size`); every window touching a block is blended into it, so the result
-    does not depend on the block size.
+    ``tissue`` mask on ``tissue_level``) are predicted; pixels no window reached, and pixels
+    more than one tissue-mask pixel from tissue, are background. Blocks are sized so their
+    accumulators fit ``max_memory_mb`` (:func:`block_size`); every window touching a block is
+    blended into it, so the result does not depend on the block size.
 
     Returns the pixel count of each label 0..n_classes at ``level``.
     """
@@ -136,7 +148,11 @@ def segment_slide(
     width, height = slide.dimensions[level]
     stride = max(1, int(round(window * (1 - overlap))))
     rows, cols = window_starts(height, window, stride), window_starts(width, window, stride)
-    keep = _tissue_windows(tissue, level_scale(slide, level, tissue_level), rows, cols, window)
+    scale = level_scale(slide, level, tissue_level)
+    keep = _tissue_windows(tissue, scale, rows, cols, window)
+    # glass is background: labels only within one tissue-mask pixel of tissue (the mask is
+    # coarse; the margin keeps objects that reach the tissue's edge whole)
+    near_tissue = binary_dilation(tissue, iterations=1)
     block = block_size(max_memory_mb, n_out, window)
     weights = gaussian_weights(window)
     counts = np.zeros(n_out, np.int64)
@@ -172,6 +188,7 @@ def segment_slide(
             labels = _segment_block(
                 slide, level, predict, n_out, box, mine, window, batch_size, weights
             )
+            labels[~_tissue_in_block(near_tissue, scale, box)] = 0
             out[r0:r1, c0:c1] = labels
             counts += np.bincount(labels.ravel(), minlength=n_out)[:n_out]
     return counts
