@@ -184,7 +184,11 @@ def open_slide(
     if tiles is not None and len(tiles.pages) != len(dims):
         tiles = None  # levels counted differently from tiffslide's: read through it
     slide = Slide(slide_id, path, handle, size_um, dims, downs, tiles)
-    _check_readable(slide)
+    try:
+        _check_readable(slide)
+    except InvalidInputError:
+        slide.close()
+        raise
     return slide
 
 
