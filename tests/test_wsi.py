@@ -241,3 +241,17 @@ def test_qupath_geojson_holes_multipolygons_and_unclassified(slide_files, tmp_pa
     # the same annotations at downsample 2, read in a window that cuts the square
     part = labels.region(2, 10, 10, 20, 20)  # level-0 [20, 60) × [20, 60)
     assert part.sum() == (15 * 15 - 5 * 5)  # the square's part outside the hole
+
+
+def test_mask_at_a_coarser_level(slide_files, tmp_path):
+    from PIL import Image
+
+    geometry, paths = slide_files
+    slide = open_slide("s", paths["tif"])
+    coarse = geometry.label(0, H, 4)  # the tumour at the centres of 4 × 4 blocks: level 2
+    Image.fromarray(coarse).save(tmp_path / "level2.png")
+    labels = open_labels(slide, str(tmp_path / "level2.png"), ["tumour"])
+    np.testing.assert_array_equal(labels.region(4, 0, 0, H // 4, W // 4), coarse)
+    # finer levels take the coarse pixel holding their centre: plain repetition
+    fine = np.repeat(np.repeat(coarse, 2, 0), 2, 1)
+    np.testing.assert_array_equal(labels.region(2, 0, 0, H // 2, W // 2), fine)
