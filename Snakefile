@@ -31,6 +31,7 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/meshes.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/review.smk"
+include: "workflow/rules/wsi.smk"
 
 
 rule all:

@@ -63,8 +63,11 @@ def network_kwargs(model: Mapping) -> dict:
     return kwargs
 
 
-def build_network(model: Mapping, n_classes: int) -> torch.nn.Module:
-    """Build a 3D segmentation network with one input channel and ``n_classes`` outputs.
+def build_network(
+    model: Mapping, n_classes: int, spatial_dims: int = 3, in_channels: int = 1
+) -> torch.nn.Module:
+    """Build a segmentation network of ``spatial_dims`` (3 for volumes, 2 for slides) with
+    ``in_channels`` input channels (1 for volumes, 3 for RGB slides) and ``n_classes`` outputs.
 
     ``model['name']`` is ``UNet`` (channels, strides, num_res_units from config) or any other
     class of ``monai.networks.nets`` taking ``spatial_dims``, ``in_channels`` and
@@ -77,6 +80,8 @@ def build_network(model: Mapping, n_classes: int) -> torch.nn.Module:
     if cls is None or not isinstance(cls, type):
         raise CohortsegError(f"model.name: {name!r} is not a network in monai.networks.nets")
     try:
-        return cls(spatial_dims=3, in_channels=1, out_channels=n_classes, **kwargs)
+        return cls(
+            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=n_classes, **kwargs
+        )
     except (TypeError, ValueError) as exc:
         raise CohortsegError(f"model: cannot build {name} with {kwargs}: {exc}") from exc

@@ -71,6 +71,16 @@ def extract(
     return out
 
 
+def dataset_options(compression: str | None, compression_level: int) -> dict:
+    """h5py ``create_dataset`` options of a patch store's patch datasets: ``compression``
+    (``gzip``, ``lzf`` or ``none``) and Fletcher-32 checksums, so that corruption shows."""
+    comp = None if compression in (None, "none") else compression
+    opts: dict = {"compression": comp, "fletcher32": True}
+    if comp == "gzip":
+        opts["compression_opts"] = compression_level
+    return opts
+
+
 def write_store(
     path: str | os.PathLike[str],
     subject: str,
@@ -96,10 +106,7 @@ def write_store(
     rng = np.random.default_rng(seed)
     origins = sample_origins(label, size, n_patches, foreground_fraction, rng)
     fill = float(image.min())
-    comp = None if compression in (None, "none") else compression
-    opts = {"compression": comp, "fletcher32": True}  # per-chunk checksums: corruption shows
-    if comp == "gzip":
-        opts["compression_opts"] = compression_level
+    opts = dataset_options(compression, compression_level)
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
         img = h5.create_dataset(
             "image", (n_patches, 1, *size), np.float32, chunks=(1, 1, *size), **opts
