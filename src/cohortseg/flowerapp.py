@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -97,6 +98,7 @@ def coordinate(grid: Grid, context: Context) -> None:
     if mu <= 0:
         train_config["proximal-mu"] = 0.0
     log_rounds = _RoundLog(out_dir, done, sites, plan["classes"], strategy)
+    log_rounds.state_mb = sum(t.numel() * t.element_size() for t in state.values()) / 2**20
     strategy.train_metrics_aggr_fn = log_rounds.train
     strategy.evaluate_metrics_aggr_fn = log_rounds.evaluate
     strategy.start(
@@ -141,15 +143,17 @@ class _SiteAwareFedProx(_SiteAware, FedProx):
 
 class _RoundLog:
     """Aggregates the sites' metrics each round (weighted as FedAvg weights them) and appends
-    the round's row (training loss, validation Dice per class, and each site's mean validation
-    Dice) to the run's round log (:func:`cohortseg.federated.record_round`)."""
+    the round's row (training loss, validation Dice per class, each site's mean validation
+    Dice, the sites that dropped out, the round's wall time ``round_s`` and ``payload_mb``: the
+    weights sent to and returned by the sites that trained, in MiB) to the run's round log
+    (:func:`cohortseg.federated.record_round`)."""
 
     def __init__(
         self, out_dir: str, done: int, sites: list[str], classes: list[str], strategy: _SiteAware
     ) -> None:
         self.out_dir, self.round, self.sites, self.classes = out_dir, done, sites, classes
-        self.strategy = strategy
-        self.train_loss = float("nan")
+        self.strategy, self.state_mb = strategy, float("nan")
+        self.train_loss, self.started = float("nan"), time.monotonic()
 
     def train(self, records: list[RecordDict], key: str) -> MetricRecord:
         aggregated = aggregate_metricrecords(records, key)
@@ -161,12 +165,16 @@ class _RoundLog:
     def evaluate(self, records: list[RecordDict], key: str) -> MetricRecord:
         weighted = [r for r in records if next(iter(r.metric_records.values()))[key] > 0]
         aggregated = aggregate_metricrecords(weighted, key) if weighted else MetricRecord()
+        trained = len(self.sites) - len(self.strategy.dropped)
         row = {
             "round": self.round,
             "train_loss": self.train_loss,
-            "sites_trained": len(self.sites) - len(self.strategy.dropped),
+            "sites_trained": trained,
             "dropped": ",".join(self.strategy.dropped),
+            "round_s": round(time.monotonic() - self.started, 3),
+            "payload_mb": round(2 * trained * self.state_mb, 3),
         }
+        self.started = time.monotonic()
         if weighted:
             row["val_dice_mean"] = float(aggregated["val-dice-mean"])
             row.update({f"val_dice_{c}": float(aggregated[f"val-dice-{c}"]) for c in self.classes})
