@@ -301,7 +301,7 @@ def run_nnunet(args: argparse.Namespace, subjects: list[Subject], classes: list[
         "nnUNet_raw": str(work / "raw"),
         "nnUNet_preprocessed": str(work / "preprocessed"),
         "nnUNet_results": str(work / "trained"),
-        "nnUNet_n_proc_DA": "0",  # augmentation in the training process: 2 cores, no spare
+        "nnUNet_n_proc_DA": "1",  # one augmentation worker: a 2-core machine has no more to spare
         "nnUNet_def_n_proc": "1",
         "COHORTSEG_EPOCHS": str(args.epochs),
         "COHORTSEG_STEPS": str(args.steps_per_epoch),
