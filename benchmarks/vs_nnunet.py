@@ -267,6 +267,10 @@ def ensure_venv(venv: Path) -> Path:
     ).stdout.strip()
     trainer = Path(site) / "training/nnUNetTrainer/variants/benchmarking" / f"{TRAINER}.py"
     trainer.write_text(TRAINER_SOURCE)
+    # nnU-Net imports every trainer module to find one by name; the Primus (transformer)
+    # trainers import timm, which imports torchvision, whose PyPI wheel is built for CUDA and
+    # cannot load beside the CPU torch (no CPU build on PyPI). The benchmark uses none of them.
+    shutil.rmtree(Path(site) / "training/nnUNetTrainer/primus", ignore_errors=True)
     return bin_dir
 
 
