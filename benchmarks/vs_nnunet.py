@@ -414,6 +414,10 @@ def run_cohortseg(
         "inference": {"splits": ["test"], "tta": "mirror", "device": "cpu"},
         "plan": {"normalization": "ct" if args.channel == "CT" else None},
     }
+    if args.preset != "demo":  # the preset's own budget would win over training's
+        overrides["training"]["preset"] = args.preset
+        budget = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch}
+        overrides["presets"] = {args.preset: {"training": budget}}
     configfile = work / "benchmark.yaml"
     configfile.write_text(yaml.safe_dump(overrides))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
@@ -438,6 +442,7 @@ def run_cohortseg(
     preds = {s.subject: work / "results" / "segmentations" / f"{s.subject}.nii.gz" for s in test}
     scores = evaluate(preds, test, len(classes) + 1)
     plan = json.loads((work / "results" / "plan" / "plan.json").read_text())
+    print(f"cohortseg_model: {args.model}, training.preset {args.preset}")
     print(f"cohortseg_patch_size: {plan['patch_size']} voxels")
     print(f"cohortseg_spacing: {plan['target_spacing_mm']} mm")
     if "network" in plan:
@@ -477,6 +482,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--steps-per-epoch", type=int, default=16)
     parser.add_argument("--model", default="auto", help="cohortseg's model.name")
+    parser.add_argument("--preset", default="demo", help="cohortseg's training.preset")
     parser.add_argument("--venv", type=Path, default=REPO / "resources" / "nnunet-venv")
     parser.add_argument("--dataset-id", type=int, default=917)
     parser.add_argument("--only", choices=["nnunet", "cohortseg"], help="run one side only")
