@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 NNUNET = "nnunetv2==2.8.1"
 TORCH = "torch==2.13.0"  # the project's pin; nnunetv2 2.8.1 accepts torch >= 2.1.2, != 2.9.*
 TRAINER = "nnUNetTrainer_cohortsegBudget"
-TRAINER_SOURCE = '''"""nnU-Net's default trainer with the budget of benchmarks/vs_nnunet.py (cohortseg)."""
+TRAINER_SOURCE = '''"""nnU-Net's default trainer with cohortseg's benchmark budget."""
 
 import os
 
@@ -504,10 +504,8 @@ def main() -> None:
     if not classes:
         raise SystemExit("--classes is needed with a sample sheet")
     subjects = [s for s in read_sample_sheet(sheet) if s.split in SPLITS]
-    print(
-        f"cohort: {args.samples}: {sum(s.split == 'train' for s in subjects)} train, "
-        f"{sum(s.split == 'val' for s in subjects)} val, {sum(s.split == 'test' for s in subjects)} test subjects"
-    )
+    counts = {split: sum(s.split == split for s in subjects) for split in SPLITS}
+    print(f"cohort: {args.samples}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     if args.only in (None, "nnunet"):
         run_nnunet(args, subjects, classes)
     if args.only in (None, "cohortseg"):

@@ -50,8 +50,8 @@ from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
 from cohortseg.infer import predict_probabilities
 from cohortseg.io import load_nifti, write_tsv
-from cohortseg.metrics import dice_hd95
 from cohortseg.losses import SegmentationLoss
+from cohortseg.metrics import dice_hd95
 from cohortseg.models import build_network, read_checkpoint, resolve_model
 from cohortseg.patches import PatchDataset
 from cohortseg.report import plot_learning_curve
