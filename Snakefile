@@ -1,6 +1,7 @@
 # cohortseg: segment a whole cohort of 3D images, from NIfTI to segmentations and metrics.
 from snakemake.utils import min_version, validate
 
+from cohortseg.presets import apply_preset
 from cohortseg.workflow import coerce_to_schema, load_schema
 
 min_version("9.0")
@@ -12,6 +13,9 @@ configfile: f"{workflow.basedir}/config.yaml"
 coerce_to_schema(
     config, load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 )
+validate(config, "workflow/schemas/config.schema.yaml")
+# training.preset (e.g. nnunet) lays its values over the config, which must still be valid
+config.update(apply_preset(config))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -74,3 +74,46 @@ def test_bad_network_arguments_are_a_cohortseg_error():
 def test_inconsistent_network_arguments_are_a_cohortseg_error(model):
     with pytest.raises(CohortsegError, match="model"):
         build_network(model, 2)
+
+
+# ------------------------------------------------------------------ model.name: auto
+
+
+def auto_plan() -> dict:
+    from cohortseg.topology import auto_network
+
+    network = auto_network([0.8, 0.8, 3.0], [32, 32, 8])
+    return {"classes": ["a", "b"], "patch_size": network.pop("patch_size"), "network": network}
+
+
+SMALL = {"name": "auto", "kwargs": {"filters": [4, 8, 16, 16]}}  # the plan's topology, narrow
+
+
+def test_auto_builds_the_plans_dynunet_and_its_checkpoint_rebuilds_it(tmp_path):
+    from cohortseg.models import load_model, resolve_model
+
+    plan = auto_plan()
+    model = resolve_model(SMALL, plan)
+    torch.manual_seed(0)
+    net = build_network(model, 3)
+    path = tmp_path / "best.pt"
+    torch.save({"model_state": net.state_dict(), "model_config": model, "plan": plan}, path)
+
+    loaded, _ = load_model(str(path), torch.device("cpu"))
+
+    assert type(loaded).__name__ == "DynUNet"
+    assert model["kwargs"]["strides"] == plan["network"]["strides"]
+    x = torch.randn(1, 1, 32, 32, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        # eval mode: one output, no deep-supervision heads; the same weights, the same numbers
+        assert torch.equal(loaded(x), net.eval()(x))
+        assert loaded(x).shape == (1, 3, 32, 32, 8)
+
+
+def test_auto_without_a_network_in_the_plan_says_to_replan():
+    from cohortseg.models import resolve_model
+
+    with pytest.raises(CohortsegError, match="re-plan"):
+        resolve_model({"name": "auto", "kwargs": {}}, {"classes": ["a"]})
+    with pytest.raises(CohortsegError, match="resolve_model"):
+        build_network({"name": "auto"}, 2)

@@ -117,7 +117,7 @@ FINGERPRINT = {
 def config():
     return {
         "classes": ["organ", "shell", "tube"],
-        "model": {"strides": [2, 2, 2]},
+        "model": {"name": "UNet", "strides": [2, 2, 2]},
         "plan": {
             "target_spacing_mm": None,
             "patch_size": None,
@@ -272,3 +272,28 @@ def test_full_patch_size_holds_every_training_volume_whole(config, spacing, whol
     for origin in origins:  # every patch is the whole volume, centred and padded
         patch = extract(label, origin, plan["patch_size"], 0)
         assert patch.shape == tuple(whole) and int(patch.sum()) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# model.name: auto
+
+
+def test_auto_plans_the_network_and_a_patch_divisible_by_its_strides(config):
+    config["model"] = {"name": "auto"}
+
+    plan = make_plan(FINGERPRINT, config)
+
+    network = plan["network"]
+    # 1 x 1 x 2 mm: z (twice as coarse) is pooled from the second pooling on, with
+    # kernel 1 in z until then (nnU-Net's rule)
+    assert network["strides"][:3] == [[1, 1, 1], [2, 2, 1], [2, 2, 2]]
+    assert network["kernel_size"][0] == [3, 3, 1]
+    assert network["filters"][0] == 32 and max(network["filters"]) <= 320
+    divisor = network_divisor(network["strides"])
+    assert all(p % d == 0 for p, d in zip(plan["patch_size"], divisor, strict=True))
+    # the median shape (110, 100, 50) capped at 64, rounded up to the strides as nnU-Net does
+    assert plan["patch_size"] == [64, 64, 56]
+
+
+def test_plans_of_other_networks_carry_no_network(config):
+    assert "network" not in make_plan(FINGERPRINT, config)

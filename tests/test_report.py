@@ -105,3 +105,16 @@ def test_pages_name_what_they_show():
         "sub-004",
     ):
         assert text in page, text
+
+
+def test_the_run_page_shows_the_network_configured_from_the_plan():
+    from cohortseg.topology import auto_network
+
+    network = auto_network([0.8, 0.8, 3.0], [64, 64, 24])
+    network.pop("patch_size")
+
+    page = run_page({"samples": "demo"}, {"hash": "abc", "network": network}, {}, [], [])
+
+    assert "Network: DynUNet configured from the plan" in page
+    assert ">3×3×1</td>" in page and ">2×2×1</td>" in page  # in-plane first stage
+    assert "<td>320</td>" in page and page.count("deep supervision") == 2

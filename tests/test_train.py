@@ -166,3 +166,38 @@ def test_fine_tuning_starts_from_the_parent_with_its_own_epochs(
     other_plan = {**small_plan, "hash": "another"}
     with pytest.raises(CohortsegError, match="keeps the parent's plan"):
         train(config, other_plan, stores, val, tmp_path / "x", init_from=parent)
+
+
+def test_auto_network_trains_with_deep_supervision_and_sgd_and_segments_plainly(
+    tmp_path, phantom_files, small_plan
+):
+    """model.name auto: the plan's DynUNet (narrowed by kwargs for speed), its deep-supervision
+    heads in the loss, SGD; the checkpoint rebuilds it and inference gets one output."""
+    from cohortseg.infer import predict_probabilities
+    from cohortseg.models import load_model
+    from cohortseg.plan import plan_hash
+    from cohortseg.topology import auto_network
+
+    network = auto_network(small_plan["target_spacing_mm"], small_plan["patch_size"])
+    plan = {**small_plan, "patch_size": network.pop("patch_size"), "network": network}
+    plan["hash"] = plan_hash(plan)
+    stores, val = make_inputs(tmp_path, phantom_files, plan)
+    config = {
+        **CONFIG,
+        "model": {"name": "auto", "kwargs": {"filters": [4, 8, 16]}},
+        "training": {**CONFIG["training"], "optimizer": "sgd", "epochs": 1},
+    }
+
+    row = train(config, plan, stores, val, tmp_path / "auto")
+
+    assert network["deep_supr_num"] == 1  # 24³ at 2 mm: 3 stages, one head besides the output
+    assert np.isfinite(row["train_loss"]) and 0 <= row["val_dice_mean"] <= 1
+    state = torch.load(tmp_path / "auto" / "best.pt", weights_only=False)
+    assert state["model_config"]["name"] == "DynUNet"
+    assert state["model_config"]["kwargs"]["strides"] == network["strides"]
+    assert state["optimizer_state"]["param_groups"][0]["nesterov"] is True
+    net, _ = load_model(str(tmp_path / "auto" / "best.pt"), torch.device("cpu"))
+    image, _ = load_nifti(val[0].image)
+    probs = predict_probabilities(net, torch.as_tensor(image)[None], plan, CONFIG["inference"])
+    assert probs.shape == (4, *image.shape)
+    torch.testing.assert_close(probs.sum(0), torch.ones(image.shape))  # softmax: sums to 1

@@ -50,6 +50,30 @@ def load_model(checkpoint: str, device: torch.device) -> tuple[torch.nn.Module, 
     return net.to(device).eval(), plan
 
 
+def resolve_model(model: Mapping, plan: Mapping) -> dict:
+    """The ``model`` section a run builds its network from: as given, or for ``name: auto``
+    the plan's network (:func:`cohortseg.topology.auto_network`) as ``DynUNet`` arguments. The
+    resolved section is what checkpoints keep, so a trained model rebuilds without its plan's
+    rules.
+
+    Raises
+    ------
+    CohortsegError
+        If ``name`` is ``auto`` and the plan has no network (made with another ``model.name``).
+    """
+    if model["name"] != "auto":
+        return dict(model)
+    from cohortseg.topology import dynunet_kwargs
+
+    if "network" not in plan:
+        raise CohortsegError(
+            "model.name: auto needs the network in the plan, but this plan was made for another "
+            "model.name; re-plan (snakemake -R plan) with model.name: auto"
+        )
+    kwargs = {**dynunet_kwargs(plan["network"]), **(model.get("kwargs") or {})}
+    return {"name": "DynUNet", "kwargs": kwargs}
+
+
 def network_kwargs(model: Mapping) -> dict:
     """The constructor arguments of the ``model`` section's network besides ``spatial_dims``,
     ``in_channels`` and ``out_channels``: ``kwargs``, and for ``UNet`` its channels, strides,
@@ -72,9 +96,11 @@ def build_network(
     ``model['name']`` is ``UNet`` (channels, strides, num_res_units from config) or any other
     class of ``monai.networks.nets`` taking ``spatial_dims``, ``in_channels`` and
     ``out_channels``; extra constructor arguments go in ``model['kwargs']``
-    (:func:`network_kwargs`).
+    (:func:`network_kwargs`). ``auto`` is resolved from the plan first (:func:`resolve_model`).
     """
     name = model["name"]
+    if name == "auto":
+        raise CohortsegError("model.name: auto is built from the plan: resolve_model(model, plan)")
     kwargs = network_kwargs(model)
     cls = getattr(nets, name, None)
     if cls is None or not isinstance(cls, type):

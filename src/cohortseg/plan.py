@@ -13,6 +13,7 @@ import numpy as np
 from cohortseg.cohort import Subject
 from cohortseg.geometry import reorient, spacing_of
 from cohortseg.io import load_nifti
+from cohortseg.topology import auto_network
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,27 @@ def network_divisor(strides: Sequence[int | Sequence[int]]) -> list[int]:
     return div.tolist()
 
 
+def unrounded_patch_size(
+    user: Mapping, resampled_shapes: Sequence[Sequence[float]], median_shape: Sequence[float]
+) -> list[int]:
+    """The patch a network is configured for (``model.name: auto``), before rounding to its
+    strides: ``plan.patch_size`` if given, the largest resampled volume for ``full``, else
+    the median resampled shape capped by ``plan.max_patch_size`` (voxels)."""
+    if user.get("patch_size") == "full":
+        return whole_volume_patch_size(resampled_shapes, [1, 1, 1])
+    if user.get("patch_size"):
+        return [int(x) for x in user["patch_size"]]
+    return patch_size(median_shape, user["max_patch_size"], [1, 1, 1])
+
+
 def make_plan(fp: Mapping, config: Mapping) -> dict:
     """Derive the preprocessing plan from a fingerprint; keys set in ``config['plan']`` win.
 
     The plan holds ``target_spacing_mm``, ``patch_size``, ``normalization``, ``crop``,
-    ``crop_margin``, ``intensity``, ``classes`` and ``hash`` (sha256 of the rest).
+    ``crop_margin``, ``intensity``, ``classes`` and ``hash`` (sha256 of the rest); with
+    ``model.name: auto`` also ``network``, the topology configured from the target spacing and
+    the patch (:func:`cohortseg.topology.auto_network`), the patch then rounded up to a
+    multiple of its strides.
     """
     user = config["plan"]
     spacing = user.get("target_spacing_mm") or target_spacing(fp["spacings_mm"])
@@ -109,10 +126,14 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
         for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
     ]
     median_shape = np.median(np.asarray(resampled), axis=0).tolist()
-    divisor = network_divisor(config["model"]["strides"])
-    if user.get("patch_size") == "full":
-        size = whole_volume_patch_size(resampled, divisor)
+    network = None
+    if config["model"]["name"] == "auto":
+        network = auto_network(spacing, unrounded_patch_size(user, resampled, median_shape))
+        size = network.pop("patch_size")
+    elif user.get("patch_size") == "full":
+        size = whole_volume_patch_size(resampled, network_divisor(config["model"]["strides"]))
     else:
+        divisor = network_divisor(config["model"]["strides"])
         size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
     plan = {
         "target_spacing_mm": [float(x) for x in spacing],
@@ -124,6 +145,8 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
         "intensity": dict(fp["intensity"]),
         "classes": list(config["classes"]),
     }
+    if network is not None:  # only then, so that other plans keep their hash
+        plan["network"] = network
     plan["hash"] = plan_hash(plan)
     log.info("plan: %s", json.dumps(plan))
     return plan

@@ -393,6 +393,23 @@ def _calibration_section(calibration: Mapping) -> str:
     )
 
 
+def network_rows(network: Mapping) -> list[dict]:
+    """One row per stage of a plan's ``network`` (``model.name: auto``): kernel, stride and
+    features, and whether a deep-supervision head reads the stage's decoder output."""
+    n = len(network["strides"])
+    heads = int(network["deep_supr_num"])
+    return [
+        {
+            "stage": i,
+            "kernel": "×".join(map(str, network["kernel_size"][i])),
+            "stride": "×".join(map(str, network["strides"][i])),
+            "features": network["filters"][i],
+            "output": "main" if i == 0 else ("deep supervision" if i <= heads else ""),
+        }
+        for i in range(n)
+    ]
+
+
 def run_page(
     config: Mapping,
     plan: Mapping,
@@ -460,6 +477,20 @@ def run_page(
             (
                 "Preprocessing plan (results/plan/plan.json)",
                 html_table(plan_rows, ["key", "value"]),
+            ),
+            *(
+                [
+                    (
+                        f"Network: {html.escape(str(plan['network']['name']))} configured from "
+                        "the plan (model.name auto)",
+                        html_table(
+                            network_rows(plan["network"]),
+                            ["stage", "kernel", "stride", "features", "output"],
+                        ),
+                    )
+                ]
+                if "network" in plan
+                else []
             ),
             (
                 "Configuration (as run, overrides included)",

@@ -1,4 +1,4 @@
-"""Training: patches from the HDF5 stores, Dice + cross-entropy, AdamW, validation Dice each
+"""Training: patches from the HDF5 stores, Dice + cross-entropy, AdamW or SGD, validation Dice each
 epoch, best and last checkpoints and a per-epoch log; data-parallel over ranks
 (``training.backend``) and resumable from ``last.pt`` at any step.
 
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -51,8 +50,9 @@ from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
 from cohortseg.infer import predict_probabilities
 from cohortseg.io import load_nifti, write_tsv
+from cohortseg.losses import SegmentationLoss
 from cohortseg.metrics import dice_hd95
-from cohortseg.models import build_network, read_checkpoint
+from cohortseg.models import build_network, read_checkpoint, resolve_model
 from cohortseg.patches import PatchDataset
 from cohortseg.report import plot_learning_curve
 from cohortseg.sampling import EpochBatchSampler, seed_everything
@@ -104,6 +104,19 @@ def scaled_learning_rate(learning_rate: float, lr_scaling: str, world_size: int)
     if lr_scaling == "none":
         return learning_rate
     raise CohortsegError(f"training.lr_scaling: {lr_scaling!r} is not none or linear")
+
+
+def make_optimizer(
+    params: Any, optimizer: str, learning_rate: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """``training.optimizer``: ``adamw``, or ``sgd`` with Nesterov momentum 0.99 (nnU-Net's)."""
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=learning_rate, momentum=0.99, nesterov=True, weight_decay=weight_decay
+        )
+    raise CohortsegError(f"training.optimizer: {optimizer!r} is not adamw or sgd")
 
 
 def checkpoint_activations(net: torch.nn.Module) -> int:
@@ -413,6 +426,7 @@ def train(
         check_parent_plan(parent, plan, init_from)  # type: ignore[arg-type]
         log.info("fine-tuning %s (training.init_from)", init_from)
     config = fine_tuning_config(config, parent)
+    config = {**config, "model": resolve_model(config["model"], plan)}
     training = config["training"]
     ctx = distributed.init(str(training["backend"]), str(training["device"]))
     out = Path(out_dir)
@@ -467,7 +481,7 @@ def _start_run(
         net=net,
         model=model,
         optimizer=optimizer,
-        loss_fn=DiceCELoss(to_onehot_y=True, softmax=True),
+        loss_fn=SegmentationLoss(),
         base_lr=base_lr,
         key=key,
     )
@@ -502,8 +516,8 @@ def _build_model(
     initial_state: Mapping | None = None,
 ) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, float]:
     """The network on this rank's device in ``training.precision`` (with ``initial_state``'s
-    weights, if given) and AdamW at the base learning rate for the number of ranks, both
-    wrapped by the backend.
+    weights, if given) and its optimizer (``training.optimizer``) at the base learning rate for
+    the number of ranks, both wrapped by the backend.
 
     Returns
     -------
@@ -520,8 +534,8 @@ def _build_model(
     base_lr = scaled_learning_rate(
         float(training["learning_rate"]), training["lr_scaling"], ctx.world_size
     )
-    optimizer = torch.optim.AdamW(
-        net.parameters(), lr=base_lr, weight_decay=float(training["weight_decay"])
+    optimizer = make_optimizer(
+        net.parameters(), str(training["optimizer"]), base_lr, float(training["weight_decay"])
     )
     model, optimizer = ctx.wrap(net, optimizer)
     return net, model, optimizer, base_lr

@@ -1,0 +1,49 @@
+"""Tests for cohortseg.presets: training.preset lays a named set of values over the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import default_config
+
+from cohortseg.errors import CohortsegError
+from cohortseg.presets import apply_preset
+from cohortseg.workflow import load_schema
+
+SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def test_the_demo_preset_keeps_the_config():
+    config = default_config()
+
+    assert apply_preset(config) == config
+
+
+def test_the_nnunet_preset_is_nnunets_trainer_and_network_and_stays_valid():
+    config = default_config()
+    config["training"]["preset"] = "nnunet"
+
+    out = apply_preset(config)
+
+    training = out["training"]
+    assert (training["epochs"], training["steps_per_epoch"], training["batch_size"]) == (
+        1000,
+        250,
+        2,
+    )
+    assert (training["optimizer"], training["learning_rate"]) == ("sgd", 0.01)
+    assert training["augmentation"]["rotation_deg"] == 30
+    assert training["seed"] == config["training"]["seed"]  # keys it does not set stay
+    assert out["patches"]["foreground_fraction"] == 0.33
+    assert out["model"]["name"] == "auto"
+    jsonschema.validate(out, load_schema(SCHEMA))
+
+
+def test_an_unknown_preset_names_the_config_key():
+    config = default_config()
+    config["training"]["preset"] = "fast"
+
+    with pytest.raises(CohortsegError, match="training.preset: 'fast'"):
+        apply_preset(config)
