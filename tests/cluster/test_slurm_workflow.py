@@ -72,6 +72,9 @@ def slurm_run(tmp_path_factory):
         f"cluster={cluster}",
         f"demo={demo}",
         f"shard_size={SHARD_SIZE}",
+        # the report's extras on few subjects: what this test checks is where jobs ran
+        "report={robustness_subjects: 1, robustness_strengths: [1.0], qc_sample: 2, qc_worst: 1,"
+        " qc_unusual: 1}",
         # a command-line --config replaces the profile's `config:` entry, so it repeats it
         "training={launcher: srun, backend: ddp}",
     )
