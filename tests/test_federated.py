@@ -115,7 +115,13 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         before = len(opened_b.read_text().splitlines())
         run = threading.Thread(
             target=run_app,
-            args=(federation, {**run_config, "rounds": 3, "min-sites": 1}, tmp_path / "r3.log"),
+            # 30 local steps: a window of seconds between b opening its stores and replying,
+            # whatever the CPU's speed, for the stop to land mid-round
+            args=(
+                federation,
+                {**run_config, "rounds": 3, "min-sites": 1, "local-steps": 30},
+                tmp_path / "r3.log",
+            ),
             kwargs={"timeout_s": 600},
         )
         run.start()
