@@ -62,8 +62,10 @@ def slurm_run(tmp_path_factory):
         str(REPO / "profiles" / "slurm"),
         "--slurm-status-command",
         "squeue",
+        # the plugin waits this long before its first status check and 10 s more after each
+        # check that finds nothing finished: 1 s catches a test's short jobs soonest
         "--slurm-init-seconds-before-status-checks",
-        "5",
+        "1",
         # room for every job that is ready after training (the inference shards, calibration,
         # robustness, the model version), so that the inference shards go as one array
         "--jobs",
@@ -85,6 +87,16 @@ ARRAY = re.compile(r"SLURM job ID (\d+)\. The individual task IDs are (\d+)-(\d+
 
 
 SHARDED = ("validate", "preprocess", "patches", "infer", "evaluate", "stats")
+# the Snakefile's localrules: small gathering steps that run where snakemake runs
+LOCAL = (
+    "all",
+    "demo_subject",
+    "validation_table",
+    "validation_gate",
+    "model_version",
+    "summarise",
+    "stats_summary",
+)
 
 
 def test_every_job_ran_as_a_slurm_job_and_the_shards_as_job_arrays(slurm_run):
@@ -108,12 +120,14 @@ def test_every_job_ran_as_a_slurm_job_and_the_shards_as_job_arrays(slurm_run):
     assert set(states) == job_ids | set(tasks), rows
     assert set(states.values()) == {"COMPLETED"}, rows
     steps = int(re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)[-1][1])
-    assert len(job_ids) + len(tasks) == steps - 1  # every job but the local target rule `all`
+    local = re.findall(r"^localrule (\w+):", output, flags=re.M)
+    assert set(local) == set(LOCAL), local
+    assert len(job_ids) + len(tasks) == steps - len(local)  # every other job went to SLURM
     rule_of = {
         j: r.split("|")[2].removeprefix("rule_").split("_wildcards")[0]
         for j, r in zip([r.split("|")[0] for r in rows], rows, strict=True)
     }
-    for rule in ("plan", "train", "summarise"):
+    for rule in ("plan", "train", "report_run"):
         assert sum(rule_of[j] == rule for j in job_ids) == 1, (rule, rule_of)
     # array tasks only run sharded rules; shards that are ready together go as one array
     assert {rule_of[t] for t in tasks} <= set(SHARDED), rule_of
