@@ -2,7 +2,7 @@
 from snakemake.utils import min_version, validate
 
 from cohortseg.presets import apply_preset
-from cohortseg.workflow import coerce_to_schema, load_schema
+from cohortseg.workflow import coerce_to_schema, load_schema, load_yaml
 
 min_version("9.0")
 
@@ -14,8 +14,9 @@ coerce_to_schema(
     config, load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 )
 validate(config, "workflow/schemas/config.schema.yaml")
-# training.preset (e.g. nnunet) lays its values over the config, which must still be valid
-config.update(apply_preset(config))
+# training.preset (auto: demo or cohort; nnunet) replaces the defaults of config.yaml (not the
+# values the user set); the config must still be valid
+config.update(apply_preset(config, load_yaml(f"{workflow.basedir}/config.yaml")))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -36,6 +37,19 @@ include: "workflow/rules/meshes.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/review.smk"
 include: "workflow/rules/wsi.smk"
+
+
+# Small gathering steps run where snakemake runs (on a cluster: the submit host) instead of as
+# jobs of their own: each reads a few tables or writes a few files, and a queued job would wait
+# longer than it runs. Everything that touches images runs as (array) jobs.
+localrules:
+    all,
+    demo_subject,
+    validation_table,
+    validation_gate,
+    model_version,
+    summarise,
+    stats_summary,
 
 
 rule all:

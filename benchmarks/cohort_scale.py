@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET_WALL_S = 20 * 60
 
 TINY = [
-    "training={epochs: 1, steps_per_epoch: 4, batch_size: 2}",
+    "training={epochs: 1, steps_per_epoch: 4, batch_size: 2, preset: demo}",
     "patches={per_subject: 2}",
     "plan={max_patch_size: [16, 16, 16]}",
     "model={channels: [4, 8, 16], strides: [2, 2]}",

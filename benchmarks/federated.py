@@ -112,11 +112,11 @@ def main() -> None:
         central = {
             **common,
             "training": {"backend": "single", "epochs": len(SITES) * rounds,
-                         "steps_per_epoch": local_steps},
+                         "steps_per_epoch": local_steps, "preset": "demo"},
         }  # fmt: skip
         federated = {
             **common,
-            "training": {"backend": "federated"},
+            "training": {"backend": "federated", "preset": "demo"},
             "federated": {"rounds": rounds, "local_steps": local_steps},
         }
         snakemake(work / "central", central)

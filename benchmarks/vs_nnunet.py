@@ -414,8 +414,8 @@ def run_cohortseg(
         "inference": {"splits": ["test"], "tta": "mirror", "device": "cpu"},
         "plan": {"normalization": "ct" if args.channel == "CT" else None},
     }
-    if args.preset != "demo":  # the preset's own budget would win over training's
-        overrides["training"]["preset"] = args.preset
+    overrides["training"]["preset"] = args.preset  # not auto: the --model given is kept
+    if args.preset != "demo":  # the preset's budget would replace training's where at default
         budget = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch}
         overrides["presets"] = {args.preset: {"training": budget}}
     configfile = work / "benchmark.yaml"

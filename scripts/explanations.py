@@ -9,7 +9,7 @@ import torch
 
 from cohortseg.cli import json_arg, run
 from cohortseg.errors import CohortsegError
-from cohortseg.explain import write_explanations
+from cohortseg.explain import explained_layer, write_explanations
 from cohortseg.infer import cpu_compute_threads
 from cohortseg.io import read_json, read_tsv
 from cohortseg.models import load_model, pick_device
@@ -40,7 +40,7 @@ def main() -> None:
     images = {s.subject: s.image for s in workflow_cohort(args.cohort).subjects}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    layer = args.report["explain_layer"]
+    layer = explained_layer(net, args.report["explain_layer"])
     write_explanations(net, plan, selection, segmentations, images, class_name, layer, out, device)
 
 

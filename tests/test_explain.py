@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 
-from cohortseg.explain import explanation_map, explanation_montage, grad_cam, write_explanations
-from cohortseg.models import build_network
+from cohortseg.errors import CohortsegError
+from cohortseg.explain import (
+    explained_layer,
+    explanation_map,
+    explanation_montage,
+    grad_cam,
+    write_explanations,
+)
+from cohortseg.models import build_network, resolve_model
+from cohortseg.topology import auto_network
 
 MODEL = {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
 LAYER = "model.1.submodule.2"  # the decoder block at half resolution
@@ -25,6 +34,28 @@ def test_grad_cam_has_the_image_shape_and_lies_in_0_1_whatever_the_shape():
     assert heat.shape == (21, 18, 13) and torch.isfinite(heat).all()
     assert float(heat.min()) >= 0 and float(heat.max()) <= 1 + 1e-6
     assert all(p.grad is None for p in net.parameters())  # no gradients left behind
+
+
+def test_grad_cam_of_the_auto_network_with_anisotropic_strides_and_its_default_layer():
+    """model.name auto: a DynUNet whose strides differ per axis (2×2×1 first), explained at
+    its default layer, the decoder block at half resolution."""
+    topology = auto_network([0.8, 0.8, 3.0], [32, 32, 8])
+    topology.pop("patch_size")
+    plan = {"network": topology}
+    torch.manual_seed(0)
+    net = build_network(
+        resolve_model({"name": "auto", "kwargs": {"filters": [4, 8, 16, 32]}}, plan), 4
+    )
+    net.eval()
+    layer = explained_layer(net)
+    assert layer == f"upsamples.{len(net.upsamples) - 2}"
+    image = torch.randn(1, 21, 18, 5)  # not a multiple of the strides along any axis
+    heat = grad_cam(net, image, class_index=2, layer=layer)
+    assert heat.shape == (21, 18, 5) and torch.isfinite(heat).all()
+    assert float(heat.min()) >= 0 and float(heat.max()) <= 1 + 1e-6
+    assert explained_layer(network()) == LAYER
+    with pytest.raises(CohortsegError, match="'nope' is not a module of the UNet network"):
+        explained_layer(network(), "nope")
 
 
 def test_explanations_on_the_native_grid_for_the_selected_subjects(

@@ -19,10 +19,11 @@ from cohortseg.federated import (
     initial_state,
     local_round,
     resume_point,
+    resume_site_optimizer,
     save_global,
 )
 from cohortseg.federation import local_federation, run_app
-from cohortseg.models import load_model
+from cohortseg.models import build_network, load_model
 
 
 def distance(a, b) -> float:
@@ -35,8 +36,8 @@ def test_local_round_trains_from_the_global_weights_and_fedprox_stays_closer(
     tmp_path, phantom_files, small_plan
 ):
     stores, _ = make_inputs(tmp_path, phantom_files, small_plan)
-    start = initial_state(CONFIG["model"], len(small_plan["classes"]) + 1, seed=0)
-    assert distance(start, initial_state(CONFIG["model"], len(small_plan["classes"]) + 1, 0)) == 0
+    start = initial_state(CONFIG["model"], small_plan, seed=0)
+    assert distance(start, initial_state(CONFIG["model"], small_plan, 0)) == 0
     plain, metrics = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3)
     again, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3)
     prox, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3, proximal_mu=100.0)
@@ -45,8 +46,52 @@ def test_local_round_trains_from_the_global_weights_and_fedprox_stays_closer(
     assert 0 < distance(prox, start) < distance(plain, start)
 
 
+def test_a_site_keeps_its_optimizer_state_for_the_next_round_only(
+    tmp_path, phantom_files, small_plan
+):
+    stores, _ = make_inputs(tmp_path, phantom_files, small_plan)
+    start = initial_state(CONFIG["model"], small_plan, seed=0)
+    saved = tmp_path / "site" / "optimizer.pt"
+    local_round(start, CONFIG, small_plan, stores, 1, 3, steps=2, optimizer_path=saved)
+    net = build_network(CONFIG["model"], len(small_plan["classes"]) + 1)
+    fresh = lambda: torch.optim.AdamW(net.parameters(), lr=1.0)  # noqa: E731
+    taken = fresh()
+    assert resume_site_optimizer(taken, saved, 2, 0.005, torch.device("cpu"))
+    assert taken.state_dict()["state"][0]["step"] == 2  # AdamW's moments after round 1's steps
+    assert taken.param_groups[0]["lr"] == 0.005  # at round 2's learning rate
+    assert not resume_site_optimizer(fresh(), saved, 3, 0.005, torch.device("cpu"))  # stale
+    assert not resume_site_optimizer(fresh(), tmp_path / "none.pt", 2, 0.005, torch.device("cpu"))
+
+
+def test_auto_network_trains_a_federated_round_with_its_deep_supervision_and_sgd(
+    tmp_path, phantom_files, small_plan
+):
+    """model.name auto in federated training: the plan's DynUNet (narrowed for speed) from
+    round 1's initial weights to the global checkpoint that inference loads."""
+    from cohortseg.plan import plan_hash
+    from cohortseg.topology import auto_network
+
+    network = auto_network(small_plan["target_spacing_mm"], small_plan["patch_size"])
+    plan = {**small_plan, "patch_size": network.pop("patch_size"), "network": network}
+    plan["hash"] = plan_hash(plan)
+    stores, _ = make_inputs(tmp_path, phantom_files, plan)
+    config = {
+        **CONFIG,
+        "model": {"name": "auto", "kwargs": {"filters": [4, 8, 16]}},
+        "training": {**CONFIG["training"], "optimizer": "sgd"},
+    }
+    start = initial_state(config["model"], plan, seed=0)
+    state, metrics = local_round(start, config, plan, stores, 1, 2, steps=2)
+    assert metrics["steps"] == 2 and 0 < metrics["train-loss"] < 10
+    assert 0 < distance(state, start)
+    save_global(tmp_path / "model", 1, state, config, plan)
+    net, _ = load_model(str(tmp_path / "model" / "best.pt"), torch.device("cpu"))
+    assert type(net).__name__ == "DynUNet"
+    assert distance({k: v for k, v in net.state_dict().items()}, state) == 0
+
+
 def test_global_model_checkpoint_is_what_inference_loads_and_resume_finds(tmp_path, small_plan):
-    state = initial_state(CONFIG["model"], len(small_plan["classes"]) + 1, seed=0)
+    state = initial_state(CONFIG["model"], small_plan, seed=0)
     assert resume_point(tmp_path) == (0, None)
     save_global(tmp_path, 3, state, CONFIG, small_plan)
     done, resumed = resume_point(tmp_path)
@@ -100,6 +145,7 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         "rounds": 2,
         "local-steps": 2,
         "proximal-mu": 0.0,
+        "keep-optimizer": True,
         "min-sites": 2,
         "open-log": str(tmp_path / "opened-coordinator.txt"),
         "sites": "a,b",
@@ -149,6 +195,8 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
             p.startswith(f"{tmp_path}/site-{site}/") and p.endswith(".h5") for p in opened[site]
         )
         assert not [p for p in opened[site] if p.startswith(f"{tmp_path}/site-{other}/")]
+    # each site's optimizer state stays in its own folder, carried over to the next round
+    assert torch.load(tmp_path / "site-a" / "optimizer.pt", weights_only=False)["round"] == 3
     coordinator = (tmp_path / "opened-coordinator.txt").read_text().splitlines()
     data = (".h5", ".nii", ".nii.gz")
     assert not [p for p in coordinator if p.endswith(data) or p.startswith(f"{tmp_path}/site-")]

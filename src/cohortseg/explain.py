@@ -5,7 +5,6 @@ over the same three slices as the subject's QC montage."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from monai.visualize import GradCAM  # noqa: E402
 
+from cohortseg.errors import CohortsegError  # noqa: E402
+from cohortseg.plan import network_divisor  # noqa: E402
 from cohortseg.preprocess import prepare_image  # noqa: E402
 from cohortseg.qc import (  # noqa: E402
     display_window,
@@ -32,6 +33,37 @@ from cohortseg.restore import restore_map  # noqa: E402
 log = logging.getLogger(__name__)
 
 
+def explained_layer(net: torch.nn.Module, layer: str | None = None) -> str:
+    """The module of ``net`` whose activations Grad-CAM weighs: ``layer`` (``report.
+    explain_layer``) if given, else the decoder block at half resolution of the networks
+    cohortseg builds: ``model.1.submodule.2`` for MONAI's ``UNet``, the second-to-last of
+    ``upsamples`` for ``DynUNet`` (``model.name: auto``).
+
+    Raises
+    ------
+    CohortsegError
+        If ``net`` has no module of that name, or ``layer`` is not given for another network.
+    """
+    names = dict(net.named_modules())
+    if layer is None:
+        kind = type(net).__name__
+        if kind == "UNet":
+            layer = "model.1.submodule.2"
+        elif kind == "DynUNet":
+            layer = f"upsamples.{max(len(net.upsamples) - 2, 0)}"
+        else:
+            raise CohortsegError(
+                f"report.explain_layer: set it to a module of the {kind} network (no default "
+                f"for {kind}); e.g. one of {', '.join(list(names)[1:6])}"
+            )
+    if layer not in names:
+        raise CohortsegError(
+            f"report.explain_layer: {layer!r} is not a module of the {type(net).__name__} "
+            f"network; e.g. one of {', '.join(list(names)[1:6])}"
+        )
+    return layer
+
+
 def grad_cam(
     net: torch.nn.Module, image: torch.Tensor, class_index: int, layer: str
 ) -> torch.Tensor:
@@ -39,13 +71,14 @@ def grad_cam(
     activations of ``layer`` (a module name of ``net``) weighted by the mean gradient of the
     class's summed logits, upsampled to the image and scaled to [0, 1].
 
-    The image is padded (edge values) to a multiple of the network's total stride
-    (``net.strides``, as MONAI's ``UNet`` has them) and the map cropped back. Returns
-    (X, Y, Z) float32 on the image's device.
+    The image is padded (edge values) to a multiple of the network's total stride per axis
+    (``net.strides``: integers as MONAI's ``UNet`` has them, or one per axis and stage as
+    ``DynUNet`` has them) and the map cropped back. Returns (X, Y, Z) float32 on the image's
+    device.
     """
-    divisor = int(math.prod(getattr(net, "strides", [1])))
+    divisor = network_divisor(getattr(net, "strides", [1]))
     shape = image.shape[1:]
-    pad = [(-n) % divisor for n in shape]
+    pad = [(-n) % d for n, d in zip(shape, divisor, strict=True)]
     padded = F.pad(image[None], [p for k in reversed(pad) for p in (0, k)], mode="replicate")
     cam = GradCAM(nn_module=net, target_layers=layer)
     with torch.enable_grad():

@@ -11,17 +11,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 
 from cohortseg.augment import augment
 from cohortseg.checkpoint import save_checkpoint
 from cohortseg.errors import CohortsegError
 from cohortseg.io import read_json, write_json
-from cohortseg.models import build_network
+from cohortseg.losses import SegmentationLoss
+from cohortseg.models import build_network, resolve_model
 from cohortseg.patches import PatchDataset
 from cohortseg.sampling import EpochBatchSampler, seed_everything
-from cohortseg.train import PRECISIONS, lr_at, train_step
+from cohortseg.train import PRECISIONS, lr_at, make_optimizer, train_step
 from cohortseg.workflow import read_subjects
 
 log = logging.getLogger(__name__)
@@ -29,18 +29,22 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 
 
-def initial_state(model: Mapping, n_classes: int, seed: int) -> State:
-    """The global model's weights before round 1 (the same for the same seed)."""
+def initial_state(model: Mapping, plan: Mapping, seed: int) -> State:
+    """The global model's weights before round 1 (the same for the same seed), of the network
+    ``model`` describes (``name: auto``: the plan's, :func:`cohortseg.models.resolve_model`)."""
     seed_everything(seed)
-    return {k: v.detach().clone() for k, v in build_network(model, n_classes).state_dict().items()}
+    net = build_network(resolve_model(model, plan), len(plan["classes"]) + 1)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 class _ProximalLoss(torch.nn.Module):
-    """Dice + cross-entropy, plus FedProx's ``mu / 2 · ||w − w_global||²``."""
+    """The training loss (:class:`cohortseg.losses.SegmentationLoss`: Dice + cross-entropy,
+    over the deep-supervision heads where the network has them), plus FedProx's
+    ``mu / 2 · ||w − w_global||²``."""
 
     def __init__(self, net: torch.nn.Module, global_state: State, mu: float) -> None:
         super().__init__()
-        self.base = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.base = SegmentationLoss()
         self.net, self.mu = net, mu
         self.anchor = [global_state[n].detach() for n, _ in net.named_parameters()]
 
@@ -65,13 +69,19 @@ def local_round(
     steps: int,
     proximal_mu: float = 0.0,
     device: torch.device | None = None,
+    optimizer_path: str | Path | None = None,
 ) -> tuple[State, dict[str, float]]:
     """``steps`` training steps of one site from the global weights.
 
-    The same step as central training (:func:`cohortseg.train.train_step`: AdamW, Dice + CE,
-    bf16 autocast on GPU), the same augmentation and seeded sampling (round ``r`` samples as
-    epoch ``r - 1`` would), the learning rate of ``training.learning_rate`` decayed over the
-    rounds as over epochs. A fresh optimizer each round (its moments are not shared).
+    The same step as central training (:func:`cohortseg.train.train_step`: the optimizer of
+    ``training.optimizer``, the training loss, bf16 autocast on GPU) and network (``model.name:
+    auto`` resolved from the plan), the same augmentation and seeded sampling (round ``r``
+    samples as epoch ``r - 1`` would), the learning rate of ``training.learning_rate``
+    decayed over the rounds as over epochs. The optimizer's state (AdamW's moments, SGD's
+    momentum) is the site's own: with ``optimizer_path`` (a file in the site's folder) it is
+    saved after the round and taken up again by the next one (``federated.
+    keep_optimizer_state``), otherwise each round starts a fresh optimizer. It never leaves
+    the site.
 
     Returns
     -------
@@ -91,13 +101,16 @@ def local_round(
     )
     sampler.set_epoch(server_round - 1)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
-    net = build_network(config["model"], len(plan["classes"]) + 1).to(device=device, dtype=dtype)
+    net = build_network(resolve_model(config["model"], plan), len(plan["classes"]) + 1)
+    net = net.to(device=device, dtype=dtype)
     net.load_state_dict(global_state)
     net.train()
     lr = lr_at(server_round - 1, rounds, float(training["learning_rate"]))
-    optimizer = torch.optim.AdamW(
-        net.parameters(), lr=lr, weight_decay=float(training["weight_decay"])
+    optimizer = make_optimizer(
+        net.parameters(), str(training["optimizer"]), lr, float(training["weight_decay"])
     )
+    if optimizer_path is not None:
+        resume_site_optimizer(optimizer, optimizer_path, server_round, lr, device)
     anchor = {k: v.to(device=device, dtype=dtype) for k, v in global_state.items()}
     loss_fn = _ProximalLoss(net, anchor, proximal_mu)
     losses = []
@@ -107,6 +120,10 @@ def local_round(
         seeds = sampler.sample_seeds(server_round - 1, step)
         image, label = augment(image, label, seeds, training["augmentation"])
         losses.append(float(train_step(net, optimizer, loss_fn, image, label)))
+    if optimizer_path is not None:
+        save_checkpoint(
+            optimizer_path, {"round": server_round, "optimizer_state": optimizer.state_dict()}
+        )
     state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in net.state_dict().items()}
     metrics = {
         "num-examples": float(len(dataset)),
@@ -114,6 +131,35 @@ def local_round(
         "steps": float(len(losses)),
     }
     return state, metrics
+
+
+def resume_site_optimizer(
+    optimizer: torch.optim.Optimizer,
+    path: str | Path,
+    server_round: int,
+    learning_rate: float,
+    device: torch.device,
+) -> bool:
+    """Load the optimizer state a site saved at ``path`` after the round before
+    ``server_round`` into ``optimizer``, at this round's ``learning_rate``. Returns whether
+    it did (a missing file, or one from another round, e.g. a round repeated after the
+    coordinator was restarted, leaves the optimizer fresh)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    saved = torch.load(path, map_location=device, weights_only=False)
+    if int(saved.get("round", -1)) != server_round - 1:
+        log.info(
+            "%s: saved after round %s, not %d: a fresh optimizer",
+            path,
+            saved.get("round"),
+            server_round - 1,
+        )
+        return False
+    optimizer.load_state_dict(saved["optimizer_state"])
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    return True
 
 
 def site_validation_dice(
@@ -136,8 +182,9 @@ def site_validation_dice(
             "val-dice-mean": 0.0,
             **{f"val-dice-{c}": 0.0 for c in classes},
         }
-    net = build_network(config["model"], len(classes) + 1)
+    net = build_network(resolve_model(config["model"], plan), len(classes) + 1)
     net.load_state_dict(state)
+    net.eval()
     dice = validation_dice(net, subjects, plan, config["inference"], device or torch.device("cpu"))
     return {
         "num-examples": float(len(subjects)),
@@ -183,7 +230,7 @@ def save_global(
     out = Path(out_dir)
     checkpoint = {
         "plan": plan,
-        "model_config": dict(config["model"]),
+        "model_config": resolve_model(config["model"], plan),
         "model_state": state,
         "federated_round": server_round,
     }

@@ -257,6 +257,7 @@ def train_federated(
         "rounds": int(federated["rounds"]),
         "local-steps": int(federated["local_steps"]),
         "proximal-mu": float(federated["proximal_mu"]),
+        "keep-optimizer": bool(federated["keep_optimizer_state"]),
         "min-sites": int(min_sites),
         "sites": ",".join(sites),
     }

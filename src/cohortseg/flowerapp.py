@@ -70,9 +70,7 @@ def coordinate(grid: Grid, context: Context) -> None:
     mu, min_sites = float(rc["proximal-mu"]), int(rc["min-sites"])
     done, state = resume_point(out_dir)
     if state is None:
-        state = initial_state(
-            config["model"], len(plan["classes"]) + 1, int(config["training"]["seed"])
-        )
+        state = initial_state(config["model"], plan, int(config["training"]["seed"]))
     if done >= rounds:
         log.info("all %d rounds done already", rounds)
         return
@@ -94,7 +92,12 @@ def coordinate(grid: Grid, context: Context) -> None:
         save_global(out_dir, done + server_round, arrays.to_torch_state_dict(), config, plan)
         return MetricRecord({"round": done + server_round})
 
-    train_config = {"rounds": rounds, "round-offset": done, "local-steps": int(rc["local-steps"])}
+    train_config = {
+        "rounds": rounds,
+        "round-offset": done,
+        "local-steps": int(rc["local-steps"]),
+        "keep-optimizer": bool(rc.get("keep-optimizer", False)),
+    }
     if mu <= 0:
         train_config["proximal-mu"] = 0.0
     log_rounds = _RoundLog(out_dir, done, sites, plan["classes"], strategy)
@@ -196,6 +199,9 @@ def site_round(msg: Message, context: Context) -> Message:
     config, plan = read_json(str(node["config"])), read_json(str(node["plan"]))
     stores = [s for s in Path(str(node["stores"])).read_text().splitlines() if s]
     server_round = int(cfg["round-offset"]) + int(cfg["server-round"])
+    # the site's own optimizer state, beside its stores' list (federated.keep_optimizer_state)
+    keep = bool(cfg.get("keep-optimizer", False))
+    optimizer_path = Path(str(node["stores"])).parent / "optimizer.pt" if keep else None
     state, metrics = local_round(
         msg.content["arrays"].to_torch_state_dict(),
         config,
@@ -205,6 +211,7 @@ def site_round(msg: Message, context: Context) -> Message:
         int(cfg["rounds"]),
         int(cfg["local-steps"]),
         float(cfg["proximal-mu"]),
+        optimizer_path=optimizer_path,
     )
     metrics["site-index"] = float(node["site-index"])
     log.info("site %s: round %d, %s", node.get("site", "?"), server_round, metrics)

@@ -71,10 +71,15 @@ def coerce_to_schema(value: Any, schema: Mapping) -> Any:
     return value
 
 
-def load_schema(path: str | os.PathLike[str]) -> dict:
-    """Read a YAML JSON-schema file."""
+def load_yaml(path: str | os.PathLike[str]) -> dict:
+    """Read a YAML file (a config or a JSON schema)."""
     with open(path) as handle:
         return yaml.safe_load(handle)
+
+
+def load_schema(path: str | os.PathLike[str]) -> dict:
+    """Read a YAML JSON-schema file."""
+    return load_yaml(path)
 
 
 # ------------------------------------------------------------------------------ the cohort
