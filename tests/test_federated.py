@@ -5,6 +5,10 @@ each other's files."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +17,7 @@ import pytest
 import torch
 from test_train import CONFIG, make_inputs
 
+from cohortseg.credentials import write_node_keys, write_tls_certificates
 from cohortseg.errors import CohortsegError
 from cohortseg.federated import (
     dropped_sites,
@@ -22,7 +27,7 @@ from cohortseg.federated import (
     resume_site_optimizer,
     save_global,
 )
-from cohortseg.federation import local_federation, run_app
+from cohortseg.federation import free_port, local_federation, node_config, run_app
 from cohortseg.models import build_network, load_model
 
 
@@ -100,6 +105,12 @@ def test_global_model_checkpoint_is_what_inference_loads_and_resume_finds(tmp_pa
     assert plan["hash"] == small_plan["hash"]
 
 
+def test_node_and_run_config_are_toml_pairs():
+    assert node_config({"keep": True, "off": False, "site": "a", "steps": 2, "mu": 0.5}) == (
+        'keep=true off=false site="a" steps=2 mu=0.5'
+    )
+
+
 def test_a_round_names_the_sites_that_dropped_out_and_needs_min_sites():
     assert dropped_sites(["a", "b", "c"], ["c", "a"], 2) == ["b"]
     assert dropped_sites(["a", "b"], ["b", "a"], 2) == []
@@ -114,15 +125,23 @@ def test_a_round_names_the_sites_that_dropped_out_and_needs_min_sites():
 def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
     tmp_path, phantom_files, small_plan
 ):
+    """As deployed: the coordinator and two hospitals in working directories of their own,
+    TLS (the coordinator's CA) and SuperNode authentication (each site's key pair, its public
+    key registered by the coordinator; an unregistered SuperNode is refused)."""
     stores, _ = make_inputs(tmp_path / "inputs", phantom_files, small_plan)
     shared = tmp_path / "coordinator"
     shared.mkdir()
     (shared / "config.json").write_text(json.dumps(CONFIG))
     (shared / "plan.json").write_text(json.dumps(small_plan))
+    credentials = {**write_tls_certificates(shared / "certs", ["localhost", "127.0.0.1"])}
+    credentials["nodes"] = {}
     sites = {}
     for site, mine in (("a", stores[:2]), ("b", stores[2:])):
         folder = tmp_path / f"site-{site}"
         folder.mkdir()
+        keys = write_node_keys(folder / "keys", site)  # the private key stays at the site
+        public = shutil.copy(keys["public"], shared / f"{site}.pub")  # sent to the coordinator
+        credentials["nodes"][site] = {"private": keys["private"], "public": public}
         moved = []
         for store in mine:
             target = folder / Path(store).name
@@ -150,8 +169,23 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         "open-log": str(tmp_path / "opened-coordinator.txt"),
         "sites": "a,b",
     }
-    with local_federation(sites, tmp_path / "flower") as federation:
-        run_app(federation, run_config, tmp_path / "flwr-run.log", timeout_s=600)
+    homes = {site: tmp_path / f"site-{site}" for site in sites}
+    with local_federation(sites, shared / "flower", 60, credentials, homes) as federation:
+        rogue = write_node_keys(tmp_path / "rogue", "rogue")  # a key never registered
+        intruder = subprocess.Popen(
+            [str(Path(sys.executable).parent / "flower-supernode"), "--superlink"]
+            + [str(federation["address"]), "--root-certificates", str(credentials["ca"])]
+            + ["--auth-supernode-private-key", str(rogue["private"])]
+            + ["--host", "127.0.0.1", "--port", str(free_port())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "FLWR_HOME": str(tmp_path / "rogue")},
+        )
+        try:
+            run_app(federation, run_config, tmp_path / "flwr-run.log", timeout_s=600)
+            assert intruder.wait(timeout=120) != 0  # refused: "No SuperNode found with the…"
+        finally:
+            intruder.kill()
         assert json.loads((shared / "model" / "rounds.json").read_text())["last_round"] == 2
         # a restarted coordinator resumes after the last saved round, and site b's SuperNode is
         # stopped (SIGTERM, as `scancel` sends) in the middle of that round 3, once its

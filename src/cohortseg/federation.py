@@ -1,7 +1,8 @@
 """A Flower federation on one machine, really started: one SuperLink (the coordinator) and one
 SuperNode per site as separate processes on the loopback interface, and the Flower App run on
-it with ``flwr run`` (Flower's Deployment Engine, as at real sites; insecure mode, allowed on
-loopback only)."""
+it with ``flwr run`` (Flower's Deployment Engine, as at real sites). Insecure mode (allowed on
+loopback only), or TLS with SuperNode authentication as in a real deployment
+(:mod:`cohortseg.credentials`), each SuperNode then in a working directory of its own."""
 
 from __future__ import annotations
 
@@ -49,12 +50,74 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, what:
 
 
 def node_config(values: Mapping[str, object]) -> str:
-    """A SuperNode's ``--node-config``: ``key="value"`` pairs (strings quoted, as TOML)."""
+    """A SuperNode's ``--node-config`` (or ``flwr run --run-config``): ``key="value"`` pairs
+    (strings quoted, booleans lower case, as TOML)."""
     parts = []
     for key, value in values.items():
-        text = f'"{value}"' if isinstance(value, str | Path) else str(value)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = f'"{value}"' if isinstance(value, str | Path) else str(value)
         parts.append(f"{key}={text}")
     return " ".join(parts)
+
+
+def write_connection(flwr_home: str | os.PathLike[str], address: str, ca: str | None) -> Path:
+    """The ``flwr`` CLI's ``config.toml`` in ``flwr_home``: the SuperLink connection
+    ``cohortseg`` at ``address``, over TLS verified with the CA certificate ``ca``, or insecure
+    when ``ca`` is None."""
+    home = Path(flwr_home)
+    home.mkdir(parents=True, exist_ok=True)
+    security = f'root-certificates = "{Path(ca).resolve()}"' if ca else "insecure = true"
+    path = home / "config.toml"
+    path.write_text(
+        '[superlink]\ndefault = "cohortseg"\n\n[superlink.cohortseg]\n'
+        f'address = "{address}"\n{security}\n'
+    )
+    return path
+
+
+def register_supernode(
+    flwr_home: str | os.PathLike[str], public_key: str | os.PathLike[str]
+) -> str:
+    """Register a site's SuperNode public key with the SuperLink (``flwr supernode register``,
+    Flower's CLI-managed SuperNode authentication), through the connection of ``flwr_home``.
+    Returns Flower's answer. Raises ``CohortsegError`` if it refuses."""
+    proc = subprocess.run(
+        [_bin("flwr"), "supernode", "register", str(public_key), "cohortseg"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLWR_HOME": str(flwr_home)},
+        timeout=120,
+    )
+    if proc.returncode != 0 or "registered successfully" not in proc.stdout:
+        raise CohortsegError(
+            f"the SuperLink refused SuperNode key {public_key}: {proc.stdout[-500:]}"
+            f"{proc.stderr[-500:]}"
+        )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _security(credentials: Mapping | None, site: str | None = None) -> list[str]:
+    """Command-line flags of the SuperLink (``site`` None) or a site's SuperNode."""
+    if credentials is None:
+        return ["--insecure"]
+    if site is None:
+        return [
+            "--ssl-ca-certfile",
+            str(credentials["ca"]),
+            "--ssl-certfile",
+            str(credentials["certificate"]),
+            "--ssl-keyfile",
+            str(credentials["key"]),
+            "--enable-supernode-auth",
+        ]
+    return [
+        "--root-certificates",
+        str(credentials["ca"]),
+        "--auth-supernode-private-key",
+        str(credentials["nodes"][site]["private"]),
+    ]
 
 
 @contextmanager
@@ -62,11 +125,20 @@ def local_federation(
     sites: Mapping[str, Mapping[str, object]],
     workdir: str | os.PathLike[str],
     timeout_s: float = 60,
+    credentials: Mapping | None = None,
+    site_workdirs: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Iterator[dict[str, object]]:
     """Start a SuperLink and one SuperNode per site (``sites``: site → its node config), yield
-    what :func:`run_app` needs (the SuperLink's address, FLWR_HOME, the processes), and stop
-    them all on leaving. Logs go to ``workdir/superlink.log`` and
-    ``workdir/supernode-{site}.log``."""
+    what :func:`run_app` needs (the SuperLink's address, FLWR_HOME, the CA certificate, the
+    processes), and stop them all on leaving.
+
+    ``credentials`` (None: insecure, on loopback): ``ca``, ``certificate``, ``key`` (the
+    SuperLink's TLS files, :func:`cohortseg.credentials.write_tls_certificates`) and ``nodes``
+    (site → ``private``, ``public``: :func:`cohortseg.credentials.write_node_keys`); every
+    site's public key is registered before its SuperNode starts, and only registered
+    SuperNodes may connect. A site's SuperNode runs in ``site_workdirs[site]`` (its own
+    working directory, as at a hospital; default ``workdir``). Logs go to
+    ``workdir/superlink.log`` and ``{site's workdir}/supernode-{site}.log``."""
     work = Path(workdir).resolve()  # the processes run in it: FLWR_HOME must not be relative
     work.mkdir(parents=True, exist_ok=True)
     # Flower's processes start others by name (flower-superexec, flwr-serverapp…): this
@@ -74,43 +146,42 @@ def local_federation(
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "FLWR_HOME": str(work / "flwr"), "PATH": path}
     port = free_port()
+    address = f"{LOOPBACK}:{port}"
+    ca = str(credentials["ca"]) if credentials is not None else None
     processes: dict[str, subprocess.Popen] = {}
     handles = []
     try:
         out = open(work / "superlink.log", "w")  # noqa: SIM115 (closed below)
         handles.append(out)
         processes["superlink"] = subprocess.Popen(
-            [_bin("flower-superlink"), "--insecure", "--host", LOOPBACK, "--port", str(port)],
+            [_bin("flower-superlink"), *_security(credentials)]
+            + ["--host", LOOPBACK, "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=work,
         )
         _wait_for_port(port, processes["superlink"], timeout_s, "flower-superlink")
+        write_connection(env["FLWR_HOME"], address, ca)
         for site, values in sites.items():
-            out = open(work / f"supernode-{site}.log", "w")  # noqa: SIM115
+            site_work = Path((site_workdirs or {}).get(site, work)).resolve()
+            if credentials is not None:
+                register_supernode(env["FLWR_HOME"], credentials["nodes"][site]["public"])
+            out = open(site_work / f"supernode-{site}.log", "w")  # noqa: SIM115
             handles.append(out)
             processes[f"supernode-{site}"] = subprocess.Popen(
-                [
-                    _bin("flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    f"{LOOPBACK}:{port}",
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(free_port()),
-                    "--node-config",
-                    node_config({"site": site, **values}),
-                ],
+                [_bin("flower-supernode"), *_security(credentials, site)]
+                + ["--superlink", address, "--host", LOOPBACK, "--port", str(free_port())]
+                + ["--node-config", node_config({"site": site, **values})],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**env, "FLWR_HOME": str(work / f"flwr-{site}")},
-                cwd=work,
+                env={**env, "FLWR_HOME": str(site_work / f"flwr-{site}")},
+                cwd=site_work,
             )
         yield {
-            "address": f"{LOOPBACK}:{port}",
+            "address": address,
             "flwr_home": env["FLWR_HOME"],
+            "ca": ca,
             "processes": processes,
         }
     finally:
@@ -137,11 +208,8 @@ def run_app(
     ``run_config`` overriding the app's ``[tool.flwr.app.config]``. Raises
     ``CohortsegError`` if it fails or does not finish in ``timeout_s``."""
     home = Path(str(federation["flwr_home"]))
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        '[superlink]\ndefault = "cohortseg"\n\n[superlink.cohortseg]\n'
-        f'address = "{federation["address"]}"\ninsecure = true\n'
-    )
+    ca = federation.get("ca")
+    write_connection(home, str(federation["address"]), str(ca) if ca else None)
     overrides = node_config(run_config)
     cmd = [_bin("flwr"), "run", str(app_dir), "cohortseg", "--stream", "--run-config", overrides]
     with open(log_path, "w") as out:
