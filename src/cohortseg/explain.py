@@ -43,9 +43,10 @@ def grad_cam(
     (``net.strides``, as MONAI's ``UNet`` has them) and the map cropped back. Returns
     (X, Y, Z) float32 on the image's device.
     """
-    divisor = int(math.prod(getattr(net, "strides", [1])))
+    strides = getattr(net, "strides", [1])  # ints, or per axis: (s, s, 1) for 2D plans
+    divisor = [math.prod(int(np.broadcast_to(s, 3)[a]) for s in strides) for a in range(3)]
     shape = image.shape[1:]
-    pad = [(-n) % divisor for n in shape]
+    pad = [(-n) % d for n, d in zip(shape, divisor, strict=True)]
     padded = F.pad(image[None], [p for k in reversed(pad) for p in (0, k)], mode="replicate")
     cam = GradCAM(nn_module=net, target_layers=layer)
     with torch.enable_grad():
@@ -80,13 +81,15 @@ def explanation_montage(
     title: str,
     path: str | os.PathLike[str],
 ) -> None:
-    """PNG of the QC montage's three slices (:func:`cohortseg.qc.montage_slices`) with the
-    explanation ``heat`` (native grid, 0..1) as a heat map and the outline of the predicted
-    ``class_name`` (label ``class_index``) in its class colour."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
+    """PNG of the QC montage's three slices (:func:`cohortseg.qc.montage_slices`; a 2D image's
+    one) with the explanation ``heat`` (native grid, 0..1) as a heat map and the outline of the
+    predicted ``class_name`` (label ``class_index``) in its class colour."""
+    views = montage_slices(image, labels, affine, overlay=heat, single_view=True)
+    fig, axes = plt.subplots(
+        1, len(views), figsize=(4 * len(views), 4.6), facecolor="black", squeeze=False
+    )
     window = display_window(image)
-    views = montage_slices(image, labels, affine, overlay=heat)
-    for ax, view in zip(axes, views, strict=True):
+    for ax, view in zip(axes[0], views, strict=True):
         extent = draw_view(ax, view, window)
         shown = np.ma.masked_less(view["overlay"], 0.05)
         ax.imshow(shown, cmap="inferno", vmin=0, vmax=1, alpha=0.6, origin="lower", extent=extent)

@@ -110,11 +110,18 @@ def unrounded_patch_size(
     return patch_size(median_shape, user["max_patch_size"], [1, 1, 1])
 
 
+def spatial_dims(shapes: Sequence[Sequence[int]]) -> int:
+    """2 when every image has one slice (canonical shape (X, Y, 1)): the plan is then in-plane,
+    3 otherwise."""
+    return 2 if len(shapes) and all(int(shape[2]) == 1 for shape in shapes) else 3
+
+
 def make_plan(fp: Mapping, config: Mapping) -> dict:
     """Derive the preprocessing plan from a fingerprint; keys set in ``config['plan']`` win.
 
     The plan holds ``target_spacing_mm``, ``patch_size``, ``normalization``, ``crop``,
-    ``crop_margin``, ``intensity``, ``classes`` and ``hash`` (sha256 of the rest); with
+    ``crop_margin``, ``intensity``, ``classes``, ``spatial_dims`` (:func:`spatial_dims`; with
+    2 the patch is one slice thick, (X, Y, 1)) and ``hash`` (sha256 of the rest); with
     ``model.name: auto`` also ``network``, the topology configured from the target spacing and
     the patch (:func:`cohortseg.topology.auto_network`), the patch then rounded up to a
     multiple of its strides.
@@ -126,15 +133,19 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
         for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
     ]
     median_shape = np.median(np.asarray(resampled), axis=0).tolist()
+    dims = spatial_dims(fp["shapes"])
     network = None
     if config["model"]["name"] == "auto":
-        network = auto_network(spacing, unrounded_patch_size(user, resampled, median_shape))
+        unrounded = unrounded_patch_size(user, resampled, median_shape)
+        network = auto_network(spacing, unrounded if dims == 3 else [*unrounded[:2], 1])
         size = network.pop("patch_size")
     elif user.get("patch_size") == "full":
         size = whole_volume_patch_size(resampled, network_divisor(config["model"]["strides"]))
     else:
         divisor = network_divisor(config["model"]["strides"])
         size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
+    if dims == 2:  # in-plane: the network's strides along the slice axis are 1 (models)
+        size = [*size[:2], 1]
     plan = {
         "target_spacing_mm": [float(x) for x in spacing],
         "median_shape": [round(x, 1) for x in median_shape],
@@ -144,6 +155,7 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
         "crop_margin": int(user["crop_margin"]),
         "intensity": dict(fp["intensity"]),
         "classes": list(config["classes"]),
+        "spatial_dims": dims,
     }
     if network is not None:  # only then, so that other plans keep their hash
         plan["network"] = network
