@@ -91,8 +91,8 @@ def augment_sample(
     if r[_SPATIAL] < settings["spatial_probability"]:
         limit = math.radians(settings["rotation_deg"])
         angles = [limit * (2 * u - 1) for u in r[_ANGLES]]
-        if flat:
-            angles = [0.0, 0.0, angles[2]]
+        if flat:  # rotation_matrix's first angle turns the grid's (Z, Y, X) last two axes
+            angles = [angles[0], 0.0, 0.0]
         lo, hi = settings["scaling"]
         image, label = spatial_transform(image, label, angles, lo + (hi - lo) * r[_SCALE])
     dims = [

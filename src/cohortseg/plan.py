@@ -128,8 +128,8 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
     """
     user = config["plan"]
     spacing = user.get("target_spacing_mm") or target_spacing(fp["spacings_mm"])
-    resampled = [
-        [n * s / t for n, s, t in zip(shape, sp, spacing, strict=True)]
+    resampled = [  # an axis of one voxel stays one (geometry.resampled_shape)
+        [n * s / t if n > 1 else 1.0 for n, s, t in zip(shape, sp, spacing, strict=True)]
         for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
     ]
     median_shape = np.median(np.asarray(resampled), axis=0).tolist()
