@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cohortseg.cohort import Subject
+from cohortseg.errors import CohortsegError
 from cohortseg.io import save_nifti
 from cohortseg.patches import extract, sample_origins
 from cohortseg.phantoms import demo_phantom
@@ -330,8 +331,12 @@ def test_a_2d_auto_plan_pools_in_plane_only(config):
     assert all(k[2] == 1 for k in plan["network"]["kernel_size"])
 
 
-def test_a_cohort_with_one_volume_among_slices_is_3d():
+def test_a_cohort_is_2d_or_3d_not_both():
     from cohortseg.plan import spatial_dims
 
     assert spatial_dims([[64, 64, 1], [64, 64, 1]]) == 2
-    assert spatial_dims([[64, 64, 1], [64, 64, 2]]) == 3
+    assert spatial_dims([[64, 64, 9], [64, 64, 2]]) == 3
+    with pytest.raises(CohortsegError, match="one-slice images among volumes.*: b$|: b;"):
+        spatial_dims([[64, 64, 9], [64, 64, 1]], ["a", "b"])
+    with pytest.raises(CohortsegError, match="not nearest the axial plane: a"):
+        spatial_dims([[1, 64, 64]], ["a"])  # a sagittal slice

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cohortseg.cohort import Subject
+from cohortseg.errors import CohortsegError
 from cohortseg.geometry import reorient, spacing_of
 from cohortseg.io import load_nifti
 from cohortseg.topology import auto_network
@@ -110,10 +111,27 @@ def unrounded_patch_size(
     return patch_size(median_shape, user["max_patch_size"], [1, 1, 1])
 
 
-def spatial_dims(shapes: Sequence[Sequence[int]]) -> int:
+def spatial_dims(shapes: Sequence[Sequence[int]], subjects: Sequence[str] = ()) -> int:
     """2 when every image has one slice (canonical shape (X, Y, 1)): the plan is then in-plane,
-    3 otherwise."""
-    return 2 if len(shapes) and all(int(shape[2]) == 1 for shape in shapes) else 3
+    3 when none has an axis of one voxel.
+
+    Raises
+    ------
+    CohortsegError
+        For a mix, naming the one-slice ``subjects`` (or those whose slice is not nearest the
+        axial plane, which reorients to (1, Y, Z) or (X, 1, Z)).
+    """
+    if len(shapes) and all(int(shape[2]) == 1 for shape in shapes):
+        return 2
+    flat = [k for k, shape in enumerate(shapes) if 1 in [int(n) for n in shape]]
+    if flat:
+        names = [subjects[k] if k < len(subjects) else f"#{k}" for k in flat]
+        raise CohortsegError(
+            f"one-slice images among volumes, or not nearest the axial plane: {', '.join(names)}"
+            "; a cohort is 2D (every training image one slice, its normal nearest S) or 3D: "
+            "give these subjects their own cohort, or reslice them"
+        )
+    return 3
 
 
 def make_plan(fp: Mapping, config: Mapping) -> dict:
@@ -133,7 +151,7 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
         for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
     ]
     median_shape = np.median(np.asarray(resampled), axis=0).tolist()
-    dims = spatial_dims(fp["shapes"])
+    dims = spatial_dims(fp["shapes"], fp.get("subjects", ()))
     network = None
     if config["model"]["name"] == "auto":
         unrounded = unrounded_patch_size(user, resampled, median_shape)
