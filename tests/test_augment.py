@@ -111,3 +111,29 @@ def test_gamma_keeps_the_intensity_range():
     assert float(out.min()) == pytest.approx(-2) and float(out.max()) == pytest.approx(3)
     assert float(out.mean()) < float(image.mean())  # gamma > 1 darkens the middle
     torch.testing.assert_close(gamma_transform(image, 1.0), image)
+
+
+def test_2d_samples_rotate_about_the_slice_normal_zoom_and_flip_in_plane_only():
+    image, label = batch(n=8, shape=(16, 12, 1))
+    label = label.to(torch.uint8)
+
+    out_image, out_label = augment(image, label, list(range(8)), EVERYTHING)
+
+    assert out_image.shape == image.shape and out_label.shape == label.shape
+    assert set(out_label.unique().tolist()) <= {0, 1, 2, 3}
+    # the slice is never emptied by a tilt out of the plane (a 3D rotation of a one-voxel slab)
+    assert all(bool(out_label[k].any()) for k in range(8))
+
+
+def test_a_2d_quarter_turn_about_the_slice_normal_is_rigid():
+    label = torch.zeros(1, 12, 12, 1, dtype=torch.uint8)
+    label[0, 2:5, 6:8, 0] = 1
+    image = label.float()
+
+    # spatial_transform's angles are about the axes of affine_grid's (Z, Y, X) coordinates
+    _, turned = spatial_transform(image, label, [math.pi / 2, 0.0, 0.0], 1.0)
+
+    assert int(turned.sum()) == int(label.sum())
+    assert torch.equal(turned[0, :, :, 0], torch.rot90(label[0, :, :, 0], 1, (0, 1))) or (
+        torch.equal(turned[0, :, :, 0], torch.rot90(label[0, :, :, 0], -1, (0, 1)))
+    )

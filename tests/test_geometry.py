@@ -73,6 +73,10 @@ def test_resampled_shape_covers_the_field_of_view_with_at_least_one_voxel() -> N
     assert resampled_shape((10, 20, 3), (2.0, 1.0, 0.1), (1.0, 2.0, 1.0)) == (20, 10, 1)
 
 
+def test_the_slice_axis_of_a_2d_image_is_never_resampled() -> None:
+    assert resampled_shape((10, 20, 1), (2.0, 1.0, 5.0), (1.0, 2.0, 1.0)) == (20, 10, 1)
+
+
 def test_crop_affine_keeps_world_positions() -> None:
     affine = oblique_affine(3)
     start = np.array([4, 2, 7])

@@ -274,3 +274,22 @@ def test_cpu_inference_leaves_one_core_to_the_readers_and_writers():
     assert infer.cpu_compute_threads({"OMP_NUM_THREADS": "2"}) == 1
     assert infer.cpu_compute_threads({"OMP_NUM_THREADS": "1"}) == 1
     assert infer.cpu_compute_threads({}) == max(1, (os.cpu_count() or 1) - 1)
+
+
+def test_mirror_tta_of_a_2d_image_mirrors_in_plane_only():
+    flips = infer.mirror_flips("mirror", (0, 1))
+    assert sorted(flips) == [(), (0,), (0, 1), (1,)]
+
+    class Count(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            Count.calls += 1
+            return torch.cat([x, -x], dim=1)
+
+    image = torch.randn(1, 12, 10, 1)
+    plan = {"patch_size": [12, 10, 1]}
+    probs, members = infer.predict_with_tta(
+        Count(), image, plan, {"tta": "mirror", "sw_batch_size": 1, "overlap": 0.5}
+    )
+    assert probs.shape == (2, 12, 10, 1) and len(members) == 4

@@ -288,3 +288,15 @@ def test_metric_columns_order():
         "volume_ml_a",
         "volume_ml_b",
     ]
+
+
+def test_hd95_of_a_2d_image_is_in_plane_in_mm():
+    affine = affine_with_spacing([0.5, 2.0, 3.0])
+    reference = cube((40, 40, 1), (10, 10, 0), (20, 20, 1))
+    shifted = cube((40, 40, 1), (14, 10, 0), (24, 20, 1))  # 4 pixels of 0.5 mm along x
+
+    dice, hd = dice_hd95(shifted, reference, affine, 2)
+
+    assert dice[0] == pytest.approx(0.6)
+    assert hd[0] == pytest.approx(2.0)  # outlines 2 mm apart; not the slab's faces
+    assert class_volumes_ml(reference, affine, 2)[0] == pytest.approx(100 * 0.5 * 2.0 * 3.0 / 1000)

@@ -117,3 +117,31 @@ def test_auto_without_a_network_in_the_plan_says_to_replan():
         resolve_model({"name": "auto", "kwargs": {}}, {"classes": ["a"]})
     with pytest.raises(CohortsegError, match="resolve_model"):
         build_network({"name": "auto"}, 2)
+
+
+def test_the_default_unet_of_a_2d_plan_is_in_plane_and_its_checkpoint_rebuilds_it(tmp_path):
+    from cohortseg.models import load_model, resolve_model
+
+    model = resolve_model(CONFIG["model"], {"spatial_dims": 2})
+    net = build_network(model, 4)
+
+    assert model["kwargs"]["strides"] == ((2, 2, 1),) * len(CONFIG["model"]["strides"])
+    assert forward(net, (1, 1, 40, 24, 1)).shape == (1, 4, 40, 24, 1)
+    # as many weights as MONAI's 2D UNet of the same config: 3 x 3 x 1 kernels
+    flat = build_network(CONFIG["model"], 4, spatial_dims=2)
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in flat.parameters())
+    plan = {"classes": ["a", "b", "c"], "spatial_dims": 2}
+    torch.save(
+        {"model_state": net.state_dict(), "model_config": model, "plan": plan}, tmp_path / "m.pt"
+    )
+    loaded, _ = load_model(str(tmp_path / "m.pt"), torch.device("cpu"))
+    x = torch.randn(1, 1, 16, 16, 1)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net.eval()(x))
+
+
+def test_a_3d_plan_keeps_the_unet_section_as_given():
+    from cohortseg.models import resolve_model
+
+    assert resolve_model(CONFIG["model"], {"spatial_dims": 3}) == CONFIG["model"]
+    assert resolve_model(CONFIG["model"], {}) == CONFIG["model"]

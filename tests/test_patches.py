@@ -283,3 +283,14 @@ def test_random_layouts_never_crash_the_sampler_and_patches_cover_the_volume(
                 assert 0 <= o and o + p <= n
             else:  # the volume lies inside the patch, centred
                 assert o == (n - p) // 2
+
+
+def test_2d_patches_are_one_slice_and_centred_on_labels_in_plane():
+    label = np.zeros((40, 30, 1), np.uint8)
+    label[30:34, 5:8, 0] = 2
+    origins = sample_origins(label, [16, 16, 1], 20, 1.0, np.random.default_rng(0))
+
+    assert (origins[:, 2] == 0).all()
+    for origin in origins:
+        patch = extract(label, origin, [16, 16, 1], 0)
+        assert patch.shape == (16, 16, 1) and (patch == 2).any()

@@ -110,3 +110,21 @@ def test_dicom_demo_converts_back_to_the_phantom_on_the_labels_grid(tmp_path):
         assert converted.data.shape == label.shape
         assert corner_distance_mm(converted.affine, affine, label.shape) < 0.01
         assert pydicom.dcmread(series[0].files[0]).PatientID == DEMO_PHI["PatientID"]
+
+
+def test_2d_phantom_is_one_in_plane_oblique_slice_with_every_class(tmp_path):
+    from cohortseg.phantoms import demo_phantom_2d
+
+    image, label, affine = demo_phantom_2d((48, 40, 16), SPACING, seed=3)
+
+    assert image.shape == label.shape == (48, 40, 1)
+    assert set(np.unique(label)) == {0, 1, 2, 3}
+    assert np.allclose(affine[2, :2], 0) and np.allclose(affine[:2, 2], 0)  # slice normal: S
+    assert 0.9 * SPACING[2] <= spacing_of(affine)[2] <= 1.1 * SPACING[2]
+    demo = {"seed": 0, "shape": [48, 40, 16], "spacing_mm": list(SPACING), "format": "nifti"}
+    subject = demo_subjects({**demo, "subjects_per_split": {"train": 1, "val": 1}}, str(tmp_path))[
+        0
+    ]
+    write_demo_subject(subject, {**demo, "dims": 2})
+    assert load_nifti(subject.image)[0].shape == (48, 40, 1)
+    assert load_nifti(subject.label)[0].shape == (48, 40, 1)

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cohortseg.cohort import Subject
+from cohortseg.errors import CohortsegError
 from cohortseg.io import save_nifti
 from cohortseg.patches import extract, sample_origins
 from cohortseg.phantoms import demo_phantom
@@ -297,3 +298,48 @@ def test_auto_plans_the_network_and_a_patch_divisible_by_its_strides(config):
 
 def test_plans_of_other_networks_carry_no_network(config):
     assert "network" not in make_plan(FINGERPRINT, config)
+
+
+# --------------------------------------------------------------------------------------------
+# 2D plans: every image one slice
+
+
+FINGERPRINT_2D = {
+    **FINGERPRINT,
+    "spacings_mm": [[0.8, 0.8, 3.0], [0.9, 0.9, 1.0], [1.0, 1.0, 5.0]],
+    "shapes": [[100, 90, 1], [110, 100, 1], [120, 110, 1]],
+}
+
+
+def test_a_plan_of_one_slice_images_is_2d_with_one_slice_patches(config):
+    plan = make_plan(FINGERPRINT_2D, config)
+
+    assert plan["spatial_dims"] == 2
+    assert plan["patch_size"] == [64, 64, 1]  # not 8 along the slice: UNet strides are (2, 2, 1)
+    assert plan["median_shape"][2] == 1  # no resampling along the slice axis
+    volume = make_plan(FINGERPRINT, config)
+    assert volume["spatial_dims"] == 3
+    # recorded, but a volume plan keeps the hash it had before spatial_dims was
+    assert volume["hash"] == plan_hash({k: v for k, v in volume.items() if k != "spatial_dims"})
+
+
+def test_a_2d_auto_plan_pools_in_plane_only(config):
+    config["model"] = {"name": "auto"}
+    config["plan"]["patch_size"] = [48, 48, 16]  # the user's third axis cannot apply to a slice
+
+    plan = make_plan(FINGERPRINT_2D, config)
+
+    assert plan["patch_size"] == [48, 48, 1]
+    assert all(s[2] == 1 for s in plan["network"]["strides"])
+    assert all(k[2] == 1 for k in plan["network"]["kernel_size"])
+
+
+def test_a_cohort_is_2d_or_3d_not_both():
+    from cohortseg.plan import spatial_dims
+
+    assert spatial_dims([[64, 64, 1], [64, 64, 1]]) == 2
+    assert spatial_dims([[64, 64, 9], [64, 64, 2]]) == 3
+    with pytest.raises(CohortsegError, match="one-slice images among volumes.*: b$|: b;"):
+        spatial_dims([[64, 64, 9], [64, 64, 1]], ["a", "b"])
+    with pytest.raises(CohortsegError, match="not nearest the axial plane: a"):
+        spatial_dims([[1, 64, 64]], ["a"])  # a sagittal slice

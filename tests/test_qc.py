@@ -110,3 +110,18 @@ def test_write_qc_montages_reads_images_from_the_cohort(tmp_path):
     save_nifti(tmp_path / "seg.nii.gz", labels, affine @ np.diag([2.0, 1.0, 1.0, 1.0]))
     with pytest.raises(CohortsegError, match="not on the grid"):
         write_qc_montages(selection, stats, images, CLASSES, tmp_path / "qc")
+
+
+def test_a_2d_montage_is_one_view_of_the_slice(tmp_path):
+    image, labels, affine = marked_volume()
+    k = 11  # through the label
+    slice_image, slice_labels = image[:, :, k : k + 1], labels[:, :, k : k + 1]
+
+    views = montage_slices(slice_image, slice_labels, affine, single_view=True)
+
+    assert [v["name"] for v in views] == ["slice"]
+    axial = montage_slices(image, labels, affine)[0]
+    assert views[0]["extent_mm"] == axial["extent_mm"] and views[0]["sides"] == axial["sides"]
+    assert len(montage_slices(image, labels, affine, single_view=True)) == 3  # volumes: 3
+    qc_montage(slice_image, slice_labels, affine, CLASSES, "sub-2d", tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes()[:4] == PNG

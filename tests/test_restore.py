@@ -32,6 +32,26 @@ def test_prediction_maps_back_to_the_exact_native_grid(seed: int) -> None:
         assert dice(back, label, c) > 0.9
 
 
+def test_a_2d_image_stays_one_slice_and_its_prediction_maps_back_in_plane() -> None:
+    from cohortseg.phantoms import demo_phantom_2d
+
+    image, label, affine = demo_phantom_2d([48, 44, 16], [1.8, 1.8, 3.0], seed=4)
+    plan = {
+        "target_spacing_mm": [1.2, 1.2, 1.0],  # the slice is not resampled to 1 mm
+        "normalization": "zscore",
+        "crop": True,
+        "crop_margin": 2,
+    }
+    tensor, geometry = prepare_image(image, affine, plan)
+    assert tensor.shape[-1] == 1 and tensor.shape[1] > 48
+    grid_label = prepare_label(label, geometry)[0].long()
+    probs = torch.nn.functional.one_hot(grid_label, 4).permute(3, 0, 1, 2).float()
+    back = restore_labels(probs, geometry)
+    assert back.shape == label.shape == (48, 44, 1)
+    for c in (1, 2, 3):
+        assert dice(back, label, c) > 0.85
+
+
 def test_identity_plan_round_trips_exactly() -> None:
     rng = np.random.default_rng(0)
     affine = demo_affine(rng, (20, 18, 16), [2.0, 2.0, 2.0])

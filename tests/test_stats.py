@@ -158,3 +158,15 @@ def test_unusually_high_uncertainty_flags_a_subject_but_unusually_low_does_not()
     assert math.isnan(flagged[0]["uncertainty_z_shell"])  # no score: no z, no flag
     summary = summarise_stats(flagged, CLASSES, 3.5, cohort_size=20, skipped={})
     assert summary["columns"]["uncertainty_organ"]["max"] == pytest.approx(0.30)
+
+
+def test_statistics_of_a_2d_image_are_the_area_times_the_slice_thickness():
+    from cohortseg.stats import class_statistics
+
+    labels = np.zeros((20, 20, 1), np.uint8)
+    labels[5:15, 4:8, 0] = 1  # 40 pixels of 0.5 x 0.5 mm, 2 mm thick
+    stats = class_statistics(labels, np.diag([0.5, 0.5, 2.0, 1.0]), 1)
+
+    assert stats["volume_ml"] == pytest.approx(40 * 0.25 * 2.0 / 1000)
+    assert stats["components"] == 1
+    assert stats["bbox_max_z_mm"] - stats["bbox_min_z_mm"] == pytest.approx(2.0)

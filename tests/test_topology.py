@@ -105,3 +105,15 @@ def test_dynunet_trains_on_every_head_and_infers_one_output():
     acts = [m for m in net.modules() if isinstance(m, torch.nn.LeakyReLU)]
     assert norms and all(m.affine for m in norms)
     assert acts and all(m.negative_slope == 0.01 for m in acts)
+
+
+@pytest.mark.parametrize("spacing", [[1.7, 1.7, 2.4], [2.5, 2.5, 1.0], [0.5, 0.6, 5.0]])
+def test_a_one_slice_patch_gets_kernel_1_and_stride_1_along_the_slice(spacing):
+    network = auto_network(spacing, [64, 48, 1])
+
+    assert all(k[2] == 1 and k[:2] == [3, 3] for k in network["kernel_size"])
+    assert all(s[2] == 1 for s in network["strides"])
+    assert network["patch_size"][2] == 1
+    net = DynUNet(spatial_dims=3, in_channels=1, out_channels=3, **dynunet_kwargs(network))
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 1, 64, 48, 1)).shape == (1, 3, 64, 48, 1)

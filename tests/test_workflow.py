@@ -277,6 +277,25 @@ def test_dicom_subjects_read_converted_files_and_only_they_are_converted(tmp_pat
     assert [s.subject for s in wf.job_subjects(cohort, "convert", "00001", "skip")] == ["c", "d"]
 
 
+def test_pictures_are_converted_but_get_no_dicom_seg(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tspacing_mm\n"
+        "a\ta.png\ta_mask.png\ttrain\t0.5\n"
+        "b\tdicom/b\t\ttest\t\n"
+        "c\tc.tif\t\ttest\t0.5,0.6\n"
+    )
+    config = default_config()
+    config.update(samples=str(sheet), shard_size=4)
+    cohort = wf.workflow_cohort(config)
+    assert cohort.dicom == {"a", "b", "c"}
+    assert cohort.by_id["a"].image == wf.converted_paths("a")["image"]
+    assert cohort.by_id["a"].label == wf.converted_paths("a")["label"]
+    assert cohort.source("c").spacing_mm == (0.5, 0.6)
+    assert cohort.stage_shards("convert") == {"00000": ["a", "b", "c"]}
+    assert cohort.stage_shards("dicom_seg") == {"00000": ["b"]}
+
+
 def test_real_cohort_inputs_are_tracked_only_where_they_exist(tmp_path):
     there = tmp_path / "a.nii.gz"
     there.write_bytes(b"x")

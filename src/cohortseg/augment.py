@@ -80,14 +80,26 @@ def gamma_transform(image: torch.Tensor, gamma: float) -> torch.Tensor:
 def augment_sample(
     image: torch.Tensor, label: torch.Tensor, seed: int, settings: Mapping[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment one (C, X, Y, Z) sample with the transform that ``seed`` draws."""
+    """Augment one (C, X, Y, Z) sample with the transform that ``seed`` draws.
+
+    A 2D sample (Z = 1, a one-slice patch) is rotated about the slice normal only, zoomed
+    in-plane only (there is nothing to zoom along one voxel) and flipped in-plane only; it
+    draws the same numbers, so a seed means the same in-plane transform as in 3D.
+    """
     r = torch.rand(_DRAWS, generator=torch.Generator().manual_seed(seed)).tolist()
+    flat = image.shape[-1] == 1
     if r[_SPATIAL] < settings["spatial_probability"]:
         limit = math.radians(settings["rotation_deg"])
         angles = [limit * (2 * u - 1) for u in r[_ANGLES]]
+        if flat:  # rotation_matrix's first angle turns the grid's (Z, Y, X) last two axes
+            angles = [angles[0], 0.0, 0.0]
         lo, hi = settings["scaling"]
         image, label = spatial_transform(image, label, angles, lo + (hi - lo) * r[_SCALE])
-    dims = [axis + 1 for axis, u in zip(FLIP_AXES, r[_FLIPS], strict=True) if u < 0.5]
+    dims = [
+        axis + 1
+        for axis, u in zip(FLIP_AXES, r[_FLIPS], strict=True)
+        if u < 0.5 and image.shape[axis + 1] > 1
+    ]
     if dims:
         image, label = image.flip(dims), label.flip(dims)
     if r[_GAMMA] < settings["gamma_probability"]:
@@ -112,7 +124,8 @@ def augment(
     ``image`` and ``label`` are (B, 1, X, Y, Z), ``seeds`` B integers, ``settings`` the
     ``training.augmentation`` config (every key; defaults in ``config.yaml``): with
     probability ``spatial_probability`` a rotation up to ``rotation_deg`` about each axis and an
-    isotropic zoom drawn from ``scaling``; a flip per axis with probability 0.5; with
+    isotropic zoom drawn from ``scaling`` (2D samples, Z = 1: about the slice normal and
+    in-plane only, :func:`augment_sample`); a flip per axis with probability 0.5; with
     probability ``gamma_probability`` a gamma drawn from ``gamma``; intensity × U(0.9, 1.1)
     + U(-0.1, 0.1); with probability 0.3 Gaussian noise (σ 0.05).
     """

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cohortseg.errors import CohortsegError
 from cohortseg.io import read_tsv
+from cohortseg.pictures import parse_spacing
 
 SPLITS = ("train", "val", "test", "infer")
 SHEET_COLUMNS = ("subject", "image", "label", "split")
@@ -19,6 +20,8 @@ SHEET_COLUMNS = ("subject", "image", "label", "split")
 SERIES_COLUMN = "series"
 #: Optional sheet column: the hospital (site) holding a subject's data, for federated training.
 SITE_COLUMN = "site"
+#: Optional sheet column: pixel spacing of a PNG or TIFF image, mm (``0.5`` or ``0.5,0.8``).
+SPACING_COLUMN = "spacing_mm"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -43,6 +46,9 @@ class Subject:
     site
         The site holding the subject's data (the sheet's ``site`` column; federated
         training), or ``None``.
+    spacing_mm
+        Pixel spacing (columns, rows) of a PNG or TIFF image, mm (the sheet's ``spacing_mm``
+        column; :mod:`cohortseg.pictures`), or ``None``.
     """
 
     subject: str
@@ -51,12 +57,14 @@ class Subject:
     split: str
     series: str | None = None
     site: str | None = None
+    spacing_mm: tuple[float, float] | None = None
 
 
 def is_dicom(path: str | None) -> bool:
     """Whether an image or label path names DICOM (a folder or a ``.dcm`` file): anything
     that is not ``.nii``/``.nii.gz``. Decided by name alone, so that planning a cohort opens no
-    file."""
+    file. PNG and TIFF pictures count too: the ``convert`` stage that converts DICOM converts
+    them (:mod:`cohortseg.pictures`)."""
     return bool(path) and not str(path).endswith(NIFTI_SUFFIXES)
 
 
@@ -94,6 +102,13 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
         site = (row.get(SITE_COLUMN) or "").strip() or None
         if site is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", site):
             raise CohortsegError(f"sample sheet {sheet}, line {line} ({sid}): bad site {site!r}")
+        try:
+            spacing = parse_spacing(row.get(SPACING_COLUMN))
+        except ValueError as exc:
+            raise CohortsegError(
+                f"sample sheet {sheet}, line {line} ({sid}): spacing_mm: {exc} (mm per pixel: "
+                "one number, or columns,rows)"
+            ) from exc
         if split in ("train", "val") and label is None:
             raise CohortsegError(
                 f"sample sheet {sheet}, line {line} ({sid}): {split} needs a label"
@@ -106,6 +121,7 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> list[Subject]:
                 split=split,
                 series=series,
                 site=site,
+                spacing_mm=spacing,
             )
         )
     check_unique(subjects, str(sheet))

@@ -1,4 +1,5 @@
-"""Conversion of a shard's DICOM inputs to the NIfTI files the rest of the pipeline reads:
+"""Conversion of a shard's DICOM inputs (and 2D PNG or TIFF pictures, as one-slice volumes:
+:mod:`cohortseg.pictures`) to the NIfTI files the rest of the pipeline reads:
 one row per subject in the shard's conversion manifest, with the problem that stopped it (a
 validation problem of that subject, one line) or the SHA-256 of what was written."""
 
@@ -14,7 +15,9 @@ import numpy as np
 from cohortseg.cohort import Subject, is_dicom
 from cohortseg.dicom import DicomSeriesError, find_series, read_series, select_series
 from cohortseg.dicomseg import seg_label_on_grid
+from cohortseg.errors import InvalidInputError
 from cohortseg.io import read_tsv, save_nifti, sha256_file, write_tsv
+from cohortseg.pictures import is_picture, read_picture
 from cohortseg.redact import redacting, show_path
 from cohortseg.validate import Problem
 
@@ -48,16 +51,26 @@ def convert_subject(
     selector: str | None,
     tolerance_mm: float,
 ) -> dict[str, str]:
-    """Convert what is DICOM among ``source``'s image and label (a DICOM SEG) to ``target``'s
-    NIfTI paths. Returns its manifest row; a problem is recorded there, not raised."""
+    """Convert what is DICOM among ``source``'s image and label (a DICOM SEG), or a PNG or
+    TIFF picture, to ``target``'s NIfTI paths. Returns its manifest row; a problem is recorded
+    there, not raised."""
     row = {"subject": target.subject}
     kind, path = "image", source.image
     try:
-        if is_dicom(source.image):
+        if is_picture(source.image):
+            data, affine = read_picture(target.subject, source.image, source.spacing_mm)
+            save_nifti(target.image, data, affine)
+            log.info("%s: picture -> %s pixels", target.subject, "x".join(map(str, data.shape)))
+            row.update(image=target.image, image_sha256=sha256_file(target.image))
+        elif is_dicom(source.image):
             affine, text = convert_image(source, target.image, selector, tolerance_mm)
             log.info("%s: %s", target.subject, text)
             row.update(image=target.image, image_sha256=sha256_file(target.image))
-        if is_dicom(source.label):
+        if is_picture(source.label):
+            kind, path = "label", str(source.label)
+            picture_label_on_grid(target, source)
+            row.update(label=target.label, label_sha256=sha256_file(target.label))
+        elif is_dicom(source.label):
             kind, path = "label", str(source.label)
             import nibabel as nib
 
@@ -66,11 +79,36 @@ def convert_subject(
             save_nifti(target.label, labels, grid.affine, dtype=np.uint8)
             log.info("%s: DICOM SEG label -> %s", target.subject, target.label)
             row.update(label=target.label, label_sha256=sha256_file(target.label))
-    except DicomSeriesError as exc:
-        problem = Problem(target.subject, kind, show_path(path, kind), str(exc))
+    except (DicomSeriesError, InvalidInputError) as exc:
+        text = exc.problem if isinstance(exc, InvalidInputError) else str(exc)
+        problem = Problem(target.subject, kind, show_path(path, kind), text)
         log.warning("%s", problem)
         row.update(kind=problem.kind, file=problem.file, problem=problem.problem)
     return row
+
+
+def picture_label_on_grid(target: Subject, source: Subject) -> None:
+    """Write ``source``'s PNG or TIFF label as ``target.label``, on the grid of ``target.image``
+    (the converted picture or a single-slice NIfTI).
+
+    Raises
+    ------
+    InvalidInputError
+        If the label cannot be read or its pixels do not match the image's.
+    """
+    import nibabel as nib
+
+    grid = nib.load(target.image)
+    labels, _ = read_picture(target.subject, str(source.label), source.spacing_mm or (1, 1), True)
+    if labels.shape != tuple(grid.shape[:3]):
+        raise InvalidInputError(
+            target.subject,
+            str(source.label),
+            f"label of {labels.shape[0]}x{labels.shape[1]} pixels (columns x rows) does not "
+            f"match its image's grid {'x'.join(map(str, grid.shape[:3]))}",
+        )
+    save_nifti(target.label, labels, grid.affine, dtype=np.uint8)
+    log.info("%s: picture label -> %s", target.subject, target.label)
 
 
 def write_conversions(path: str | os.PathLike[str], rows: Sequence[dict[str, str]]) -> None:

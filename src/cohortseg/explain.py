@@ -76,6 +76,7 @@ def grad_cam(
     ``DynUNet`` has them) and the map cropped back. Returns (X, Y, Z) float32 on the image's
     device.
     """
+    # ints, or one per axis and stage: DynUNet's, or (s, s, 1) for 2D plans
     divisor = network_divisor(getattr(net, "strides", [1]))
     shape = image.shape[1:]
     pad = [(-n) % d for n, d in zip(shape, divisor, strict=True)]
@@ -113,13 +114,15 @@ def explanation_montage(
     title: str,
     path: str | os.PathLike[str],
 ) -> None:
-    """PNG of the QC montage's three slices (:func:`cohortseg.qc.montage_slices`) with the
-    explanation ``heat`` (native grid, 0..1) as a heat map and the outline of the predicted
-    ``class_name`` (label ``class_index``) in its class colour."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
+    """PNG of the QC montage's three slices (:func:`cohortseg.qc.montage_slices`; a 2D image's
+    one) with the explanation ``heat`` (native grid, 0..1) as a heat map and the outline of the
+    predicted ``class_name`` (label ``class_index``) in its class colour."""
+    views = montage_slices(image, labels, affine, overlay=heat, single_view=True)
+    fig, axes = plt.subplots(
+        1, len(views), figsize=(4 * len(views), 4.6), facecolor="black", squeeze=False
+    )
     window = display_window(image)
-    views = montage_slices(image, labels, affine, overlay=heat)
-    for ax, view in zip(axes, views, strict=True):
+    for ax, view in zip(axes[0], views, strict=True):
         extent = draw_view(ax, view, window)
         shown = np.ma.masked_less(view["overlay"], 0.05)
         ax.imshow(shown, cmap="inferno", vmin=0, vmax=1, alpha=0.6, origin="lower", extent=extent)

@@ -90,9 +90,11 @@ def resampled_shape(
     shape: Sequence[int], spacing_mm: Sequence[float], target_mm: Sequence[float]
 ) -> tuple[int, int, int]:
     """Shape (voxels) covering the same field of view at the target spacing (mm), at least one
-    voxel per axis."""
+    voxel per axis; an axis of one voxel (the slice axis of a 2D image) stays one voxel, since
+    a single slice has nothing to interpolate between."""
     return tuple(
-        max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_mm, target_mm, strict=True)
+        1 if n == 1 else max(1, int(round(n * s / t)))
+        for n, s, t in zip(shape, spacing_mm, target_mm, strict=True)
     )
 
 

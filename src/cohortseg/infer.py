@@ -56,15 +56,16 @@ def predict_probabilities(
     return torch.softmax(logits[0].float(), dim=0)
 
 
-def mirror_flips(tta: str) -> list[tuple[int, ...]]:
+def mirror_flips(tta: str, axes: Sequence[int] = FLIP_AXES) -> list[tuple[int, ...]]:
     """The spatial axes (0, 1, 2 of the plan's RAS grid) that each test-time-augmentation member
-    mirrors: ``none``, one member that mirrors nothing; ``mirror``, every subset of the axes
-    training mirrors (:data:`cohortseg.augment.FLIP_AXES`: 8 members for 3 axes)."""
+    mirrors: ``none``, one member that mirrors nothing; ``mirror``, every subset of ``axes``
+    (those training mirrors, :data:`cohortseg.augment.FLIP_AXES`: 8 members for 3 axes; for a
+    2D image the in-plane axes 0 and 1: 4 members)."""
     if tta == "none":
         return [()]
     if tta == "mirror":
-        n = len(FLIP_AXES)
-        return [c for r in range(n + 1) for c in itertools.combinations(FLIP_AXES, r)]
+        n = len(axes)
+        return [c for r in range(n + 1) for c in itertools.combinations(tuple(axes), r)]
     raise ValueError(f"unknown inference.tta {tta!r} (none or mirror)")
 
 
@@ -80,7 +81,8 @@ def predict_with_tta(
     Returns the (C, X, Y, Z) float32 mean probabilities and, with more than one member, each
     member's (X, Y, Z) uint8 argmax labels (an empty list with one).
     """
-    flips = mirror_flips(inference["tta"])
+    in_plane = [a for a in FLIP_AXES if image.shape[a + 1] > 1]  # mirroring one slice: no-op
+    flips = mirror_flips(inference["tta"], in_plane)
     total: torch.Tensor | None = None
     members = []
     for axes in flips:

@@ -14,13 +14,17 @@ from cohortseg.io import load_nifti, parse_number
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """(X, Y, Z) integer labels → (1, C, X, Y, Z) float one-hot tensor."""
+    """(X, Y, Z) (or (X, Y)) integer labels → (1, C, X, Y, Z) (or (1, C, X, Y)) float one-hot
+    tensor."""
     t = torch.as_tensor(labels.astype(np.int64))
-    return torch.nn.functional.one_hot(t, n_classes).permute(3, 0, 1, 2)[None].float()
+    hot = torch.nn.functional.one_hot(t, n_classes)
+    return hot.permute(hot.ndim - 1, *range(hot.ndim - 1))[None].float()
 
 
 def class_volumes_ml(labels: np.ndarray, affine: np.ndarray, n_classes: int) -> list[float]:
-    """Volume of each foreground class 1..C-1 in mL (voxel count × voxel volume)."""
+    """Volume of each foreground class 1..C-1 in mL (voxel count × voxel volume); for a 2D
+    image (one slice) its area × the slice thickness (1 mm for PNG and TIFF images: mL × 1000
+    = mm²)."""
     voxel_ml = voxel_volume_ml(affine)
     counts = np.bincount(labels.ravel(), minlength=n_classes)
     return [float(counts[c]) * voxel_ml for c in range(1, n_classes)]
@@ -32,12 +36,17 @@ def dice_hd95(
     """Dice and 95th-percentile Hausdorff distance (mm) per foreground class.
 
     Both maps are (X, Y, Z) on the same grid. A class absent from both gets Dice 1 and HD95 0;
-    absent from exactly one, Dice 0 and HD95 NaN.
+    absent from exactly one, Dice 0 and HD95 NaN. For 2D images (Z = 1) the distances are
+    in-plane, between the outlines in the slice (in 3D every voxel of one slice would be on
+    the surface).
     """
+    spacing = spacing_of(affine).tolist()
+    if prediction.shape[2] == 1:
+        prediction, reference, spacing = prediction[..., 0], reference[..., 0], spacing[:2]
     pred, ref = one_hot(prediction, n_classes), one_hot(reference, n_classes)
     dice = compute_dice(pred, ref, include_background=False, ignore_empty=False)[0]
     hd = compute_hausdorff_distance(
-        pred, ref, include_background=False, percentile=95, spacing=spacing_of(affine).tolist()
+        pred, ref, include_background=False, percentile=95, spacing=spacing
     )[0]
     dices, hds = [], []
     for c in range(n_classes - 1):

@@ -54,13 +54,16 @@ def resolve_model(model: Mapping, plan: Mapping) -> dict:
     """The ``model`` section a run builds its network from: as given, or for ``name: auto``
     the plan's network (:func:`cohortseg.topology.auto_network`) as ``DynUNet`` arguments. The
     resolved section is what checkpoints keep, so a trained model rebuilds without its plan's
-    rules.
+    rules. For a 2D plan (``spatial_dims: 2``) ``UNet`` is made in-plane
+    (:func:`in_plane_unet`); ``auto`` is in-plane by its topology.
 
     Raises
     ------
     CohortsegError
         If ``name`` is ``auto`` and the plan has no network (made with another ``model.name``).
     """
+    if model["name"] == "UNet" and int(plan.get("spatial_dims", 3)) == 2:
+        return in_plane_unet(model)
     if model["name"] != "auto":
         return dict(model)
     from cohortseg.topology import dynunet_kwargs
@@ -72,6 +75,23 @@ def resolve_model(model: Mapping, plan: Mapping) -> dict:
         )
     kwargs = {**dynunet_kwargs(plan["network"]), **(model.get("kwargs") or {})}
     return {"name": "DynUNet", "kwargs": kwargs}
+
+
+def in_plane_unet(model: Mapping) -> dict:
+    """The ``UNet`` section for 2D plans: per-axis strides ``(s, s, 1)`` and kernels
+    ``(3, 3, 1)``, so that the 3D network convolves and downsamples in-plane only.
+
+    2D images travel the volume pipeline as one-slice volumes (X, Y, 1) and (B, C, X, Y, 1)
+    tensors, so patches, augmentation, sliding windows and restoring stay one code path; a
+    kernel of 1 and a stride of 1 along the slice axis make the network a 2D U-Net in all but
+    its tensors' rank (the same weights count as ``spatial_dims=2``), where MONAI's default
+    strides of 2 would fail on an axis of one voxel. Keys the user set in ``kwargs`` win.
+    """
+    kwargs = dict(model.get("kwargs") or {})
+    kwargs.setdefault("strides", tuple((int(s), int(s), 1) for s in model["strides"]))
+    kwargs.setdefault("kernel_size", (3, 3, 1))
+    kwargs.setdefault("up_kernel_size", (3, 3, 1))
+    return {**model, "kwargs": kwargs}
 
 
 def network_kwargs(model: Mapping) -> dict:

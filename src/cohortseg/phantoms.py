@@ -8,21 +8,29 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cohortseg.cohort import Subject, demo_multi_frame_subject
+from cohortseg.errors import CohortsegError
 from cohortseg.io import save_nifti
 
 
 def demo_affine(
-    rng: np.random.Generator, shape: Sequence[int], spacing_mm: Sequence[float]
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    spacing_mm: Sequence[float],
+    in_plane: bool = False,
 ) -> np.ndarray:
     """A random oblique voxel-to-world affine for a volume of ``shape`` centred near the origin.
 
     The voxel axes are permuted and flipped at random (as scanners store LPS, RAS, axial or
     sagittal), then rotated by up to 20 degrees about a random axis; spacing is jittered ±10 %.
+    With ``in_plane`` (2D phantoms) only the first two axes are flipped and the rotation is
+    about the third axis, so that voxel axis 2 stays the world's S axis (the slice normal).
     """
     spacing = np.asarray(spacing_mm, float) * rng.uniform(0.9, 1.1, 3)
     perm = np.eye(3)[:, rng.permutation(3)] if rng.random() < 0.3 else np.eye(3)
     flips = np.diag(rng.choice([-1.0, 1.0], 3))
     axis = rng.normal(size=3)
+    if in_plane:
+        perm, flips[2, 2], axis = np.eye(3), 1.0, np.array([0.0, 0.0, 1.0])
     axis /= np.linalg.norm(axis)
     angle = np.deg2rad(rng.uniform(0, 20))
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
@@ -36,9 +44,9 @@ def demo_affine(
 
 
 def demo_phantom(
-    shape: Sequence[int], spacing_mm: Sequence[float], seed: int
+    shape: Sequence[int], spacing_mm: Sequence[float], seed: int, in_plane: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Synthesise one phantom subject.
+    """Synthesise one phantom subject (``in_plane``: see :func:`demo_affine`).
 
     Structures are defined in world coordinates (mm) and sampled at voxel centres through an
     oblique affine: a body ellipsoid (no label), an organ ellipsoid (class 1), a shell around a
@@ -55,7 +63,7 @@ def demo_phantom(
         (4, 4) voxel-to-world matrix (mm).
     """
     rng = np.random.default_rng(seed)
-    affine = demo_affine(rng, shape, spacing_mm)
+    affine = demo_affine(rng, shape, spacing_mm, in_plane)
     extent = np.abs(affine[:3, :3]) @ np.asarray(shape, float)
     h = float(extent.min()) / 2  # half the smallest field of view, in mm
 
@@ -116,6 +124,31 @@ def demo_phantom(
     return np.clip(np.rint(image), -32768, 32767).astype(np.int16), label, affine
 
 
+def demo_phantom_2d(
+    shape: Sequence[int], spacing_mm: Sequence[float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthesise one 2D phantom subject: the middle slice of a 3D phantom whose affine is
+    oblique in-plane only (:func:`demo_phantom` with ``in_plane``).
+
+    The slice is ``shape[:2]`` pixels (``shape[2]`` is not used: the phantom is as deep as it
+    is wide, so that its structures fill the slice as they fill a volume) of ``spacing_mm[:2]``,
+    ``spacing_mm[2]`` thick (each jittered as in 3D).
+
+    Returns
+    -------
+    image, label
+        int16 and uint8 (X, Y, 1) arrays.
+    affine
+        (4, 4) voxel-to-world matrix (mm) of the slice.
+    """
+    depth = max(shape[0], shape[1])
+    image, label, affine = demo_phantom([shape[0], shape[1], depth], spacing_mm, seed, True)
+    k = depth // 2
+    shift = np.eye(4)
+    shift[2, 3] = k
+    return image[:, :, k : k + 1], label[:, :, k : k + 1], affine @ shift
+
+
 def write_demo_subject(subject: Subject, demo: Mapping) -> None:
     """Synthesise the demo subject and write its image (and label, if it has one).
 
@@ -123,11 +156,17 @@ def write_demo_subject(subject: Subject, demo: Mapping) -> None:
     ``subject.image`` (one file per slice; one multi-frame object for
     :func:`~cohortseg.cohort.demo_multi_frame_subject`), carrying synthetic patient and
     institution attributes (:data:`~cohortseg.dicomwrite.DEMO_PHI`) that must never reach the
-    results; the label is written on the grid that series converts to.
+    results; the label is written on the grid that series converts to. With ``demo.dims: 2``
+    image and label are single-slice (X, Y, 1) NIfTI (:func:`demo_phantom_2d`).
     """
     index = int(subject.subject.rsplit("-", 1)[1])
     seed = int(demo["seed"]) * 100003 + index
-    image, label, affine = demo_phantom(demo["shape"], demo["spacing_mm"], seed=seed)
+    if int(demo.get("dims", 3)) == 2:
+        if demo["format"] != "nifti":
+            raise CohortsegError("demo.dims: 2 writes NIfTI only; set demo.format: nifti")
+        image, label, affine = demo_phantom_2d(demo["shape"], demo["spacing_mm"], seed=seed)
+    else:
+        image, label, affine = demo_phantom(demo["shape"], demo["spacing_mm"], seed=seed)
     if demo["format"] == "dicom":
         from cohortseg.dicomwrite import along_normal, write_series
 

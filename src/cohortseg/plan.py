@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cohortseg.cohort import Subject
+from cohortseg.errors import CohortsegError
 from cohortseg.geometry import reorient, spacing_of
 from cohortseg.io import load_nifti
 from cohortseg.topology import auto_network
@@ -110,31 +111,59 @@ def unrounded_patch_size(
     return patch_size(median_shape, user["max_patch_size"], [1, 1, 1])
 
 
+def spatial_dims(shapes: Sequence[Sequence[int]], subjects: Sequence[str] = ()) -> int:
+    """2 when every image has one slice (canonical shape (X, Y, 1)): the plan is then in-plane,
+    3 when none has an axis of one voxel.
+
+    Raises
+    ------
+    CohortsegError
+        For a mix, naming the one-slice ``subjects`` (or those whose slice is not nearest the
+        axial plane, which reorients to (1, Y, Z) or (X, 1, Z)).
+    """
+    if len(shapes) and all(int(shape[2]) == 1 for shape in shapes):
+        return 2
+    flat = [k for k, shape in enumerate(shapes) if 1 in [int(n) for n in shape]]
+    if flat:
+        names = [subjects[k] if k < len(subjects) else f"#{k}" for k in flat]
+        raise CohortsegError(
+            f"one-slice images among volumes, or not nearest the axial plane: {', '.join(names)}"
+            "; a cohort is 2D (every training image one slice, its normal nearest S) or 3D: "
+            "give these subjects their own cohort, or reslice them"
+        )
+    return 3
+
+
 def make_plan(fp: Mapping, config: Mapping) -> dict:
     """Derive the preprocessing plan from a fingerprint; keys set in ``config['plan']`` win.
 
     The plan holds ``target_spacing_mm``, ``patch_size``, ``normalization``, ``crop``,
-    ``crop_margin``, ``intensity``, ``classes`` and ``hash`` (sha256 of the rest); with
+    ``crop_margin``, ``intensity``, ``classes``, ``spatial_dims`` (:func:`spatial_dims`; with
+    2 the patch is one slice thick, (X, Y, 1)) and ``hash`` (sha256 of the rest); with
     ``model.name: auto`` also ``network``, the topology configured from the target spacing and
     the patch (:func:`cohortseg.topology.auto_network`), the patch then rounded up to a
     multiple of its strides.
     """
     user = config["plan"]
     spacing = user.get("target_spacing_mm") or target_spacing(fp["spacings_mm"])
-    resampled = [
-        [n * s / t for n, s, t in zip(shape, sp, spacing, strict=True)]
+    resampled = [  # an axis of one voxel stays one (geometry.resampled_shape)
+        [n * s / t if n > 1 else 1.0 for n, s, t in zip(shape, sp, spacing, strict=True)]
         for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
     ]
     median_shape = np.median(np.asarray(resampled), axis=0).tolist()
+    dims = spatial_dims(fp["shapes"], fp.get("subjects", ()))
     network = None
     if config["model"]["name"] == "auto":
-        network = auto_network(spacing, unrounded_patch_size(user, resampled, median_shape))
+        unrounded = unrounded_patch_size(user, resampled, median_shape)
+        network = auto_network(spacing, unrounded if dims == 3 else [*unrounded[:2], 1])
         size = network.pop("patch_size")
     elif user.get("patch_size") == "full":
         size = whole_volume_patch_size(resampled, network_divisor(config["model"]["strides"]))
     else:
         divisor = network_divisor(config["model"]["strides"])
         size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
+    if dims == 2:  # in-plane: the network's strides along the slice axis are 1 (models)
+        size = [*size[:2], 1]
     plan = {
         "target_spacing_mm": [float(x) for x in spacing],
         "median_shape": [round(x, 1) for x in median_shape],
@@ -144,6 +173,7 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
         "crop_margin": int(user["crop_margin"]),
         "intensity": dict(fp["intensity"]),
         "classes": list(config["classes"]),
+        "spatial_dims": dims,
     }
     if network is not None:  # only then, so that other plans keep their hash
         plan["network"] = network
@@ -153,6 +183,10 @@ def make_plan(fp: Mapping, config: Mapping) -> dict:
 
 
 def plan_hash(plan: Mapping) -> str:
-    """Short sha256 of a plan's content (without its own ``hash`` key)."""
-    body = {k: v for k, v in plan.items() if k != "hash"}
+    """Short sha256 of a plan's content (without its own ``hash`` key; ``spatial_dims: 3`` left
+    out, so that volume plans made before it was recorded keep their hash, and with it their
+    preprocessed files and patch stores)."""
+    body = {
+        k: v for k, v in plan.items() if k != "hash" and not (k == "spatial_dims" and int(v) == 3)
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

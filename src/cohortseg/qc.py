@@ -95,9 +95,12 @@ def montage_slices(
     labels: np.ndarray,
     affine: np.ndarray,
     overlay: np.ndarray | None = None,
+    single_view: bool = False,
 ) -> list[dict]:
     """Three orthogonal slices through the centre of the labelled region, ready to display,
-    and the same slices of ``overlay`` (a map on the image's grid, e.g. an explanation).
+    and the same slices of ``overlay`` (a map on the image's grid, e.g. an explanation). With
+    ``single_view``, a 2D image (one slice, Z = 1 after reorientation) gets its slice only
+    (named ``slice``), as the other two views would be one voxel tall.
 
     Both volumes are first reoriented to the closest canonical (RAS) voxel order, so the views are
     axial, coronal and sagittal whatever the scanner's voxel order. Slices are laid out in the
@@ -129,6 +132,8 @@ def montage_slices(
         ("coronal", np.s_[:, cy, :], (0, 2), ("R", "L", "I", "S")),
         ("sagittal", np.s_[cx, :, :], (1, 2), ("A", "P", "I", "S")),
     ]
+    if single_view and labels.shape[2] == 1:
+        views = [("slice", np.s_[:, :, 0], (0, 1), ("R", "L", "P", "A"))]
     out = []
     for name, where, (col_axis, row_axis), sides in views:
         # .T: rows along the second axis; [:, ::-1]: R (or A) on the viewer's left
@@ -191,10 +196,14 @@ def qc_montage(
     path: str | os.PathLike[str],
 ) -> None:
     """PNG of three orthogonal slices of ``image`` (X, Y, Z) with its label map overlaid, one
-    colour per class (:func:`class_colour`); see :func:`montage_slices` for the layout."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
+    colour per class (:func:`class_colour`); of a 2D image (Z = 1), its slice alone. See
+    :func:`montage_slices` for the layout."""
+    views = montage_slices(image, labels, affine, single_view=True)
+    fig, axes = plt.subplots(
+        1, len(views), figsize=(4 * len(views), 4.6), facecolor="black", squeeze=False
+    )
     window = display_window(image)
-    for ax, view in zip(axes, montage_slices(image, labels, affine), strict=True):
+    for ax, view in zip(axes[0], views, strict=True):
         extent = draw_view(ax, view, window)
         overlay = np.zeros(view["labels"].shape + (4,))
         for value in range(1, len(classes) + 1):

@@ -39,7 +39,8 @@ def class_statistics(labels: np.ndarray, affine: np.ndarray, value: int) -> dict
     """Statistics of one class (label ``value``) of a (X, Y, Z) label map with its affine.
 
     Returns ``volume_ml``, ``surface_mm2``, ``components`` and ``bbox_{min,max}_{x,y,z}_mm``
-    (NaN when the class is absent).
+    (NaN when the class is absent). For a 2D image (one slice, Z = 1) the volume is the area ×
+    the slice thickness and the surface that of the one-slice slab (both faces and the rim).
     """
     mask = np.asarray(labels) == value
     n_voxels = int(mask.sum())

@@ -25,7 +25,8 @@ def pool_and_conv_props(
     long and whose current spacing is within a factor 2 of the finest such axis (so coarse
     axes of anisotropic grids are pooled only once the others have caught up); an axis gets
     kernel 3 once its spacing is within a factor 2 of the finest, 1 before (in-plane
-    convolutions first on thick slices). The bottleneck has kernel 3 on every axis.
+    convolutions first on thick slices). The bottleneck has kernel 3 on every axis. An axis of
+    one voxel (the slice axis of a 2D plan) keeps kernel 1 and stride 1 at every stage.
 
     Returns
     -------
@@ -37,6 +38,7 @@ def pool_and_conv_props(
     strides: list[list[int]] = [[1, 1, 1]]
     kernels: list[list[int]] = []
     kernel = [1, 1, 1]
+    spread = [a for a in range(3) if patch_size[a] > 1]  # not the slice axis of a 2D plan
     while True:
         poolable = [a for a in range(3) if size[a] >= 2 * min_feature_map_size]
         if not poolable:
@@ -45,14 +47,17 @@ def pool_and_conv_props(
         poolable = [a for a in poolable if spacing[a] / finest < 2]
         if len(poolable) == 1 and size[poolable[0]] < 3 * min_feature_map_size:
             break
-        kernel = [3 if k == 3 or spacing[a] / min(spacing) < 2 else 1 for a, k in enumerate(kernel)]
+        kernel = [
+            3 if a in spread and (k == 3 or spacing[a] / min(spacing[b] for b in spread) < 2) else 1
+            for a, k in enumerate(kernel)
+        ]
         stride = [2 if a in poolable else 1 for a in range(3)]
         for a in poolable:
             spacing[a] *= 2
             size[a] = math.ceil(size[a] / 2)
         strides.append(stride)
         kernels.append(list(kernel))
-    kernels.append([3, 3, 3])
+    kernels.append([3 if n > 1 else 1 for n in patch_size])
     return strides, kernels
 
 

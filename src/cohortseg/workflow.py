@@ -21,6 +21,7 @@ from cohortseg.cohort import SPLITS, Subject, is_dicom, load_cohort, shard_table
 from cohortseg.corrections import CORRECTED_LABELS, apply_corrections, find_corrections
 from cohortseg.errors import CohortsegError
 from cohortseg.io import read_tsv
+from cohortseg.pictures import is_picture
 from cohortseg.privacy import load_key, pseudonymize
 from cohortseg.validate import read_problems
 
@@ -219,6 +220,10 @@ class WorkflowCohort:
         table = {k: [s for s in m if by_id[s].split in splits] for k, m in self.shards.items()}
         if stage in DICOM_STAGES:
             table = {k: [s for s in m if s in self.dicom] for k, m in table.items()}
+        if stage == "dicom_seg":  # a PNG or TIFF picture has no series for a SEG to reference
+            table = {
+                k: [s for s in m if not is_picture(self.source(s).image)] for k, m in table.items()
+            }
         return {k: members for k, members in table.items() if members}
 
 
