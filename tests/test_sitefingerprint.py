@@ -5,13 +5,16 @@ std, within the stated bound for percentiles)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from cohortseg import workflow as wf
 from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
-from cohortseg.io import save_nifti
+from cohortseg.io import load_nifti, read_json, save_nifti, write_json
 from cohortseg.phantoms import demo_phantom
 from cohortseg.plan import fingerprint, make_plan
 from cohortseg.sitefingerprint import (
@@ -22,7 +25,7 @@ from cohortseg.sitefingerprint import (
     site_fingerprint,
     summary_percentile,
 )
-from tests.conftest import default_config
+from tests.conftest import REPO, default_config
 
 # Three sites of different scanners: spacing, shape and intensity scale differ.
 SITES = {
@@ -86,7 +89,7 @@ def test_merged_plan_equals_the_central_plan(merged_and_central, model):
             assert fed["intensity"][key] == pytest.approx(value, rel=2 * PERCENTILE_RELATIVE_ERROR)
 
 
-def _bound(values: np.ndarray, q: float) -> float:
+def percentile_bound(values: np.ndarray, q: float) -> float:
     """The stated error bound of a merged percentile: α × max(|x_k|, |x_k+1|)."""
     x = np.sort(values)
     h = (x.size - 1) * q / 100
@@ -110,23 +113,22 @@ def test_merged_percentile_error_is_within_the_stated_bound_on_skewed_data(seed,
 
     error = abs(summary_percentile(merged, q) - np.percentile(pooled, q))
 
-    assert error <= _bound(pooled, q) * (1 + 1e-9)
+    assert error <= percentile_bound(pooled, q) * (1 + 1e-9)
     assert merged["count"] == pooled.size
     assert merged["min"] == pooled.min() and merged["max"] == pooled.max()
 
 
 def test_merged_percentiles_of_the_phantoms_are_within_the_bound(site_subjects, merged_and_central):
     merged, _ = merged_and_central
-    pooled = np.concatenate([_foreground(s) for ss in site_subjects.values() for s in ss])
+    pooled = np.concatenate([foreground_voxels(s) for ss in site_subjects.values() for s in ss])
 
     for key, q in (("percentile_00_5", 0.5), ("percentile_50_0", 50), ("percentile_99_5", 99.5)):
         error = abs(merged["intensity"][key] - np.percentile(pooled, q))
-        assert error <= _bound(pooled, q) * (1 + 1e-9), key
+        assert error <= percentile_bound(pooled, q) * (1 + 1e-9), key
 
 
-def _foreground(subject: Subject) -> np.ndarray:
-    from cohortseg.io import load_nifti
-
+def foreground_voxels(subject: Subject) -> np.ndarray:
+    """The subject's voxels labelled foreground, float64."""
     image, _ = load_nifti(subject.image)
     label, _ = load_nifti(subject.label, dtype=np.uint8)
     return image[label > 0].astype(np.float64)
@@ -143,7 +145,7 @@ def test_a_site_fingerprint_holds_no_subject_id_and_no_voxels(site_subjects):
         assert s.image not in text and s.label not in text
     assert set(fp) == {"n_subjects", "spacings_mm", "shapes", "intensity"}
     assert fp["n_subjects"] == len(subjects)
-    foreground = np.concatenate([_foreground(s) for s in subjects])
+    foreground = np.concatenate([foreground_voxels(s) for s in subjects])
     assert fp["intensity"]["count"] == foreground.size
 
     def lists(node):
@@ -186,3 +188,47 @@ def test_merge_refuses_different_bins_and_no_subjects():
     empty = {"n_subjects": 0, "spacings_mm": [], "shapes": [], "intensity": a}
     with pytest.raises(CohortsegError, match="training subject"):
         merge_fingerprints({"north": empty})
+
+
+def test_the_plan_script_merges_site_fingerprints_without_any_image(site_subjects, tmp_path):
+    """scripts/plan.py given the sites' fingerprints makes the plan from them alone: the sample
+    sheet's images do not even exist at the coordinator."""
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tsite\n"
+        + "".join(
+            f"{s.subject}\tnowhere/{s.subject}.nii.gz\tnowhere/{s.subject}_seg.nii.gz\ttrain\t{site}\n"
+            for site, subjects in site_subjects.items()
+            for s in subjects
+        )
+    )
+    fps = {site: site_fingerprint(s) for site, s in site_subjects.items()}
+    for site, fp in fps.items():
+        write_json(tmp_path / wf.site_fingerprint_path(site), fp)
+    config = default_config()
+    config["samples"] = str(sheet)
+    plan_config = {**{k: config[k] for k in ("plan", "model", "classes")}, "init_from": None}
+
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "plan.py"),
+            "--cohort",
+            json.dumps(wf.cohort_config(config)),
+            "--invalid",
+            wf.INVALID_TABLE,
+            "--config",
+            json.dumps(plan_config),
+            "--site-fingerprints",
+            *(wf.site_fingerprint_path(site) for site in fps),
+            "--fingerprint",
+            "fingerprint.json",
+            "--plan",
+            "plan.json",
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
+
+    assert read_json(tmp_path / "plan.json") == make_plan(merge_fingerprints(fps), plan_config)
+    assert read_json(tmp_path / "fingerprint.json")["sites"] == {"north": 3, "south": 2, "west": 2}

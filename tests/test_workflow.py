@@ -239,6 +239,30 @@ def test_launchers():
         )
 
 
+def test_a_federated_plan_is_made_from_one_fingerprint_per_site_of_training_subjects(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tsite\n"
+        "a\ta.nii.gz\ta_seg.nii.gz\ttrain\tsouth\n"
+        "b\tb.nii.gz\tb_seg.nii.gz\ttrain\tnorth\n"
+        "c\tc.nii.gz\tc_seg.nii.gz\tval\teast\n"  # no training subject: no fingerprint
+        "d\td.nii.gz\td_seg.nii.gz\ttrain\tsouth\n"
+    )
+    config = default_config()
+    config.update(samples=str(sheet))
+    cohort = wf.workflow_cohort(config)
+    assert wf.plan_subjects_by_site(cohort, fine_tuning=False) == {
+        "north": ["b"],
+        "south": ["a", "d"],
+    }
+    assert wf.site_fingerprint_path("north") == "results/sites/north/fingerprint.json"
+    assert not wf.is_federated(config)
+    config["training"]["backend"] = "federated"
+    assert wf.is_federated(config)
+    # a sheet without a site column is one site
+    assert wf.subject_site(Subject("x", "x.nii.gz", None, "train")) == "local"
+
+
 def test_rule_threads_are_the_rules_cpus_per_task():
     assert wf.rule_threads(cluster(infer={"cpus_per_task": 6}), "infer") == 6
     assert wf.rule_threads(cluster(), "plan") == cluster()["rules"]["default"]["cpus_per_task"]

@@ -20,6 +20,7 @@ import yaml
 from cohortseg.cohort import SPLITS, Subject, is_dicom, load_cohort, shard_table
 from cohortseg.corrections import CORRECTED_LABELS, apply_corrections, find_corrections
 from cohortseg.errors import CohortsegError
+from cohortseg.federation import DEFAULT_SITE
 from cohortseg.io import read_tsv
 from cohortseg.privacy import load_key, pseudonymize
 from cohortseg.validate import read_problems
@@ -254,6 +255,27 @@ def plan_subjects(cohort: WorkflowCohort, fine_tuning: bool) -> list[str]:
     return [s for s in cohort.split_ids("train") if not (fine_tuning and s in cohort.corrections)]
 
 
+def is_federated(config: Mapping) -> bool:
+    """Whether the run trains federated (``training.backend: federated``): then the plan is
+    merged from the sites' fingerprints (:mod:`cohortseg.sitefingerprint`) and no job of the
+    coordinator opens an image to make it."""
+    return config["training"]["backend"] == "federated"
+
+
+def subject_site(subject: Subject) -> str:
+    """The site holding a subject's data (the sheet's ``site`` column, else ``local``)."""
+    return subject.site or DEFAULT_SITE
+
+
+def plan_subjects_by_site(cohort: WorkflowCohort, fine_tuning: bool) -> dict[str, list[str]]:
+    """Site → ids of its training subjects the plan is made from (:func:`plan_subjects`),
+    sites in sorted order; a site without any is left out (it has no fingerprint job)."""
+    by_site: dict[str, list[str]] = {}
+    for s in plan_subjects(cohort, fine_tuning):
+        by_site.setdefault(subject_site(cohort.by_id[s]), []).append(s)
+    return dict(sorted(by_site.items()))
+
+
 def excluded_subjects(problems_table: str | os.PathLike[str], on_invalid: str) -> set[str]:
     """Ids that validation found invalid in ``problems_table`` (a shard's or the cohort's),
     to be left out under ``on_invalid: skip``; none under ``fail`` (the gate stops the run)."""
@@ -309,6 +331,8 @@ INVALID_TABLE = "results/qc/invalid_subjects.tsv"
 VALIDATION_OK = "results/qc/validation.ok"
 PLAN = "results/plan/plan.json"
 FINGERPRINT = "results/plan/fingerprint.json"
+#: Where a site's own products live on one machine (at a real site: the site's storage).
+SITES_DIR = "results/sites"
 TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
 REVIEW_TABLE = "results/review/review.tsv"
 #: The review package's MONAI Label datastore: corrections submitted to its labels/final/.
@@ -360,6 +384,12 @@ def meshes_manifest_path(shard: str) -> str:
 def mesh_paths(subject: str, classes: Sequence[str], fmt: str) -> list[str]:
     """A subject's mesh files, one per class."""
     return [f"results/meshes/{subject}/{c}.{fmt}" for c in classes]
+
+
+def site_fingerprint_path(site: str) -> str:
+    """A site's fingerprint of its training subjects (aggregates only), which the federated
+    plan merges."""
+    return f"{SITES_DIR}/{site}/fingerprint.json"
 
 
 def preprocessed_paths(subject: str) -> dict[str, str]:

@@ -53,6 +53,13 @@ TRAIN = COHORT.split_ids("train")
 VAL = COHORT.split_ids("val")
 # the training subjects the plan is made from: when fine-tuning, those of the parent model
 PLAN_SUBJECTS = wf.plan_subjects(COHORT, fine_tuning=INIT_FROM is not None)
+# training.backend: federated: each site fingerprints its own training subjects and the plan
+# job merges those fingerprints (plan.smk); site -> its training subjects the plan is made from
+FEDERATED = wf.is_federated(config)
+PLAN_SITES = wf.plan_subjects_by_site(COHORT, fine_tuning=INIT_FROM is not None)
+SITE_FINGERPRINTS = (
+    [wf.site_fingerprint_path(site) for site in PLAN_SITES] if FEDERATED else []
+)
 # stage -> {shard id: members of the stage's splits}, shards without any left out
 STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in wf.STAGE_SPLITS}
 
@@ -121,6 +128,21 @@ def rule_threads(rule_name):
 def tracked(paths):
     """Input files to track: the demo's, or a real cohort's that exist (see workflow.py)."""
     return wf.tracked(paths, DEMO)
+
+
+def plan_files(kind):
+    """The plan subjects' `kind` files that the plan job opens (none when federated: the
+    sites' fingerprints stand for them)."""
+    if FEDERATED:
+        return []
+    return [ancient(p) for p in tracked(getattr(BY_ID[s], kind) for s in PLAN_SUBJECTS)]
+
+
+def site_plan_files(kind):
+    """Input function of `site_fingerprint`: the `kind` files of the site's plan subjects."""
+    return lambda w: [
+        ancient(p) for p in tracked(getattr(BY_ID[s], kind) for s in PLAN_SITES[w.site])
+    ]
 
 
 def made_by_rules(paths):
