@@ -149,6 +149,8 @@ def cohort_config(config: Mapping) -> dict[str, Any]:
         "inference": {"splits": list(config["inference"]["splits"])},
         "validation": {"on_invalid": config["validation"]["on_invalid"]},
         "corrections": dict(config["corrections"]),
+        # only when federated, so that other runs' shard jobs keep their params
+        **({"site_shards": True} if is_federated(config) else {}),
     }
 
 
@@ -178,6 +180,10 @@ class WorkflowCohort:
         Subject id → corrected label file from review (``corrections.dir`` and the review
         datastore's ``labels/final/``); those subjects' ``label`` is the checked copy
         (:func:`cohortseg.corrections.corrected_label_path`) and their split may have changed.
+    site_shards
+        Whether each shard holds one site's subjects only and a site's preprocessed files and
+        patch stores go to its own folder (``training.backend: federated``;
+        :func:`site_shard_table`, :func:`product_site`).
     """
 
     sheet_subjects: tuple[Subject, ...]
@@ -186,10 +192,16 @@ class WorkflowCohort:
     inference_splits: tuple[str, ...]
     dicom: frozenset[str] = field(default_factory=frozenset)
     corrections: dict[str, str] = field(default_factory=dict)
+    site_shards: bool = False
 
     @cached_property
     def by_id(self) -> dict[str, Subject]:
         return {s.subject: s for s in self.subjects}
+
+    def product_site(self, subject: str) -> str | None:
+        """The site whose folder holds the subject's preprocessed files and patch store, or
+        ``None``: the cohort's shared folders (see :func:`product_site`)."""
+        return product_site(self.by_id[subject], self.site_shards)
 
     @cached_property
     def _sources(self) -> dict[str, Subject]:
@@ -229,14 +241,32 @@ def workflow_cohort(config: Mapping) -> WorkflowCohort:
     corrections = find_corrections(config["corrections"]["dir"], REVIEW_DATASTORE)
     subjects = apply_corrections(subjects, corrections, config["corrections"]["split"])
     size = resolve_shard_size(config["shard_size"], len(subjects))
+    site_shards = bool(config.get("site_shards"))
     return WorkflowCohort(
         sheet_subjects=tuple(sheet),
         subjects=tuple(_readable(s) for s in subjects),
-        shards=shard_table([s.subject for s in subjects], size),
+        shards=site_shard_table(subjects, size)
+        if site_shards
+        else shard_table([s.subject for s in subjects], size),
         inference_splits=tuple(config["inference"]["splits"]),
         dicom=frozenset(s.subject for s in subjects if is_dicom(s.image) or is_dicom(s.label)),
         corrections=corrections,
+        site_shards=site_shards,
     )
+
+
+def site_shard_table(subjects: Sequence[Subject], shard_size: int) -> dict[str, list[str]]:
+    """Shards that each hold one site's subjects, so that a shard job is a job of that site:
+    each site's subjects (sheet order) in shards of ``shard_size``, sites in sorted order,
+    shard ids numbered on from one site to the next (``00000``…)."""
+    by_site: dict[str, list[str]] = {}
+    for s in subjects:
+        by_site.setdefault(subject_site(s), []).append(s.subject)
+    groups = [
+        g for site in sorted(by_site) for g in shard_table(by_site[site], shard_size).values()
+    ]
+    width = max(5, len(str(len(groups))))
+    return {f"{k:0{width}d}": g for k, g in enumerate(groups)}
 
 
 def _readable(subject: Subject) -> Subject:
@@ -392,9 +422,25 @@ def site_fingerprint_path(site: str) -> str:
     return f"{SITES_DIR}/{site}/fingerprint.json"
 
 
-def preprocessed_paths(subject: str) -> dict[str, str]:
-    """A labelled subject's image, label and geometry on the plan's grid."""
-    base = f"results/preprocessed/{subject}"
+def product_site(subject: Subject, site_shards: bool) -> str | None:
+    """The site whose folder (``results/sites/{site}/``) holds a subject's preprocessed files
+    and patch store when shards are by site (``training.backend: federated``), else ``None``."""
+    return subject_site(subject) if site_shards else None
+
+
+def site_of_product(path: str | os.PathLike[str]) -> str | None:
+    """The site whose folder holds ``path`` (``results/sites/{site}/…``), else ``None``."""
+    parts, prefix = Path(path).parts, Path(SITES_DIR).parts
+    if parts[: len(prefix)] == prefix and len(parts) > len(prefix) + 1:
+        return parts[len(prefix)]
+    return None
+
+
+def preprocessed_paths(subject: str, site: str | None = None) -> dict[str, str]:
+    """A labelled subject's image, label and geometry on the plan's grid (under its site's
+    folder when ``site`` is given: :func:`product_site`)."""
+    root = f"{SITES_DIR}/{site}/preprocessed" if site else "results/preprocessed"
+    base = f"{root}/{subject}"
     return {
         "image": f"{base}/image.nii",
         "label": f"{base}/label.nii.gz",
@@ -402,9 +448,11 @@ def preprocessed_paths(subject: str) -> dict[str, str]:
     }
 
 
-def patch_store_path(subject: str) -> str:
-    """A training subject's HDF5 patch store."""
-    return f"results/patches/{subject}.h5"
+def patch_store_path(subject: str, site: str | None = None) -> str:
+    """A training subject's HDF5 patch store (under its site's folder when ``site`` is given:
+    :func:`product_site`)."""
+    root = f"{SITES_DIR}/{site}/patches" if site else "results/patches"
+    return f"{root}/{subject}.h5"
 
 
 def preprocessed_manifest_path(shard: str) -> str:

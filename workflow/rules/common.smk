@@ -34,7 +34,7 @@ try:
     # and logs/, and keep input paths out of logs and tables.
     if PRIVACY["pseudonymize"]:
         os.environ[REDACT_ENV] = "1"
-    COHORT = wf.workflow_cohort(config)
+    COHORT = wf.workflow_cohort(wf.cohort_config(config))
     # Model versions (results/models/v{N}/): the checkpoint training starts from
     # (training.init_from; None: from scratch) and the one that segments the cohort
     # (model_version; null: the model trained by this run).
@@ -195,7 +195,7 @@ def damaged_store_marker(w):
     """`patches`: a shard with a store that fails a cheap integrity check is rebuilt."""
     problems = []
     for s in STAGE_SHARDS["patches"][w.shard]:
-        store = wf.patch_store_path(s)
+        store = wf.patch_store_path(s, COHORT.product_site(s))
         problem = check_store(store) if os.path.exists(store) else None
         if problem:
             problems.append(f"{store}: {problem}\n")
