@@ -296,6 +296,18 @@ def test_federated_shards_hold_one_site_each_and_write_into_its_folder(tmp_path)
         wf.patch_store_path("s0", wf.site_of_product(image)) == "results/sites/south/patches/s0.h5"
     )
     assert wf.site_of_product("results/preprocessed/s0/image.nii") is None
+    assert cohort.shard_site("00003") == "south" and central.shard_site("00002") is None
+    assert wf.stage_outputs(cohort, "patches") == [
+        "results/sites/east/patches/00000.tsv",
+        "results/sites/north/patches/00001.tsv",
+        "results/sites/south/patches/00002.tsv",
+        "results/sites/south/patches/00003.tsv",
+    ]
+    assert (
+        cohort.stage_output("preprocess", "00001") == "results/sites/north/preprocessed/00001.tsv"
+    )
+    assert cohort.stage_output("infer", "00001") == "results/inference/00001.tsv"
+    assert central.stage_output("preprocess", "00001") == "results/preprocessed/00001.tsv"
 
 
 def test_rule_threads_are_the_rules_cpus_per_task():

@@ -198,6 +198,21 @@ class WorkflowCohort:
     def by_id(self) -> dict[str, Subject]:
         return {s.subject: s for s in self.subjects}
 
+    @cached_property
+    def _shard_sites(self) -> dict[str, str]:
+        return {k: subject_site(self.by_id[m[0]]) for k, m in self.shards.items() if m}
+
+    def shard_site(self, shard: str) -> str | None:
+        """The site a shard's subjects are all of when shards are by site, else ``None``."""
+        return self._shard_sites.get(shard) if self.site_shards else None
+
+    def stage_output(self, stage: str, shard: str) -> str:
+        """What a shard job of ``stage`` writes (:data:`STAGE_OUTPUT`; the stages of
+        :data:`SITE_STAGES` into the shard's site folder when shards are by site)."""
+        if stage in SITE_STAGES:
+            return STAGE_OUTPUT[stage](shard, self.shard_site(shard))
+        return STAGE_OUTPUT[stage](shard)
+
     def product_site(self, subject: str) -> str | None:
         """The site whose folder holds the subject's preprocessed files and patch store, or
         ``None``: the cohort's shared folders (see :func:`product_site`)."""
@@ -455,14 +470,18 @@ def patch_store_path(subject: str, site: str | None = None) -> str:
     return f"{root}/{subject}.h5"
 
 
-def preprocessed_manifest_path(shard: str) -> str:
-    """The table a preprocessing shard writes last: subject, split, image, label, geometry."""
-    return f"results/preprocessed/{shard}.tsv"
+def preprocessed_manifest_path(shard: str, site: str | None = None) -> str:
+    """The table a preprocessing shard writes last: subject, split, image, label, geometry (in
+    its site's folder when ``site`` is given: :meth:`WorkflowCohort.shard_site`)."""
+    root = f"{SITES_DIR}/{site}/preprocessed" if site else "results/preprocessed"
+    return f"{root}/{shard}.tsv"
 
 
-def patch_manifest_path(shard: str) -> str:
-    """The table a patch shard writes last: subject, store, SHA-256."""
-    return f"results/patches/{shard}.tsv"
+def patch_manifest_path(shard: str, site: str | None = None) -> str:
+    """The table a patch shard writes last: subject, store, SHA-256 (in its site's folder when
+    ``site`` is given: :meth:`WorkflowCohort.shard_site`)."""
+    root = f"{SITES_DIR}/{site}/patches" if site else "results/patches"
+    return f"{root}/{shard}.tsv"
 
 
 def validation_shard_path(shard: str) -> str:
@@ -503,6 +522,9 @@ STAGE_OUTPUT = {
     "meshes": meshes_manifest_path,
     "dicom_seg": dicom_seg_manifest_path,
 }
+#: The stages whose shard jobs write into their site's folder when shards are by site
+#: (``training.backend: federated``).
+SITE_STAGES = ("preprocess", "patches")
 
 
 def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> list[str]:
@@ -513,7 +535,7 @@ def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> lis
         if isinstance(config_or_cohort, WorkflowCohort)
         else workflow_cohort(config_or_cohort)
     )
-    return [STAGE_OUTPUT[stage](shard) for shard in cohort.stage_shards(stage)]
+    return [cohort.stage_output(stage, shard) for shard in cohort.stage_shards(stage)]
 
 
 def training_inputs(config_or_cohort: Mapping | WorkflowCohort) -> tuple[list[str], list[Subject]]:

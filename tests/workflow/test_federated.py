@@ -1,7 +1,8 @@
 """training.backend: federated through the workflow: a cohort of two sites (the sample sheet's
-`site` column) is planned from the sites' fingerprints, trains by Flower rounds between a
-SuperLink and one SuperNode per site started by the train job, and the rest of the pipeline runs
-unchanged on the global model."""
+`site` column) is planned from the sites' fingerprints, preprocessed and cut into patches by
+jobs of each site into its folder, trains by Flower rounds between a SuperLink and one
+SuperNode per site started by the train job, and the rest of the pipeline runs unchanged on the
+global model."""
 
 from __future__ import annotations
 
@@ -53,9 +54,19 @@ def test_federated_backend_trains_by_rounds_between_sites(tmp_path):
     log = read_tsv(work / "results" / "model" / "training_log.tsv")
     assert [r["round"] for r in log] == ["1"]
     assert all("val_dice_mean@north" in r and "val_dice_mean@south" in r for r in log)
+    rows = read_tsv(sheet)
     for site in ("north", "south"):
-        stores = (work / "results" / "sites" / site / "federated" / "stores.txt").read_text()
+        folder = work / "results" / "sites" / site
+        stores = (folder / "federated" / "stores.txt").read_text()
         assert stores.count(".h5") == 2
+        # a site's shards are jobs of that site: preprocessed subjects and stores in its folder
+        train_val = {r["subject"] for r in rows if r["site"] == site and r["split"] != "test"}
+        assert {p.name for p in (folder / "preprocessed").iterdir() if p.is_dir()} == train_val
+        train = {r["subject"] for r in rows if r["site"] == site and r["split"] == "train"}
+        assert {p.stem for p in (folder / "patches").glob("*.h5")} == train
+        assert all(str(folder / "patches") in line for line in stores.splitlines())
+    assert not (work / "results" / "preprocessed").exists()
+    assert not (work / "results" / "patches").exists()
     assert len(read_tsv(work / "results" / "metrics.tsv")) == 8
     check_federated_plan(sheet, work)
 

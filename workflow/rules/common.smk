@@ -60,6 +60,8 @@ PLAN_SITES = wf.plan_subjects_by_site(COHORT, fine_tuning=INIT_FROM is not None)
 SITE_FINGERPRINTS = (
     [wf.site_fingerprint_path(site) for site in PLAN_SITES] if FEDERATED else []
 )
+# a shard of a site's stage (wf.SITE_STAGES) writes into its site's folder when federated
+SITE = "{site}" if FEDERATED else None
 # stage -> {shard id: members of the stage's splits}, shards without any left out
 STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in wf.STAGE_SPLITS}
 
@@ -85,6 +87,7 @@ COHORT_JSON = as_json(wf.cohort_config(config))
 wildcard_constraints:
     subject=r"[^/]+",
     shard=r"[0-9]+",
+    site=r"[^/]+",
 
 
 def script(name):
@@ -99,7 +102,7 @@ meshes_manifest = wf.meshes_manifest_path
 
 def stage_outputs(stage):
     """Every shard output of a stage (what a joining rule takes)."""
-    return [wf.STAGE_OUTPUT[stage](shard) for shard in STAGE_SHARDS[stage]]
+    return [COHORT.stage_output(stage, shard) for shard in STAGE_SHARDS[stage]]
 
 
 def meshes_of(subject):
@@ -145,6 +148,12 @@ def site_plan_files(kind):
     ]
 
 
+def by_site(path):
+    """A log or benchmark path of a shard job of a site's stage (wf.SITE_STAGES): with the
+    {site} wildcard of its output when federated."""
+    return path.replace("{shard}", "{site}/{shard}") if FEDERATED else path
+
+
 def made_by_rules(paths):
     """The demo cohort's files (a rule makes them); none of a real cohort's."""
     return wf.made_by_rules(paths, DEMO)
@@ -183,7 +192,7 @@ def incomplete_marker(stage, *columns, table=None):
     `columns`; not declared outputs) was deleted."""
 
     def marker(w):
-        manifest = (table or wf.STAGE_OUTPUT[stage])(w.shard)
+        manifest = table(w.shard) if table else COHORT.stage_output(stage, w.shard)
         return wf.missing_files_marker(
             manifest, f"{os.path.dirname(manifest)}/.incomplete/{w.shard}", columns
         )
@@ -199,4 +208,5 @@ def damaged_store_marker(w):
         problem = check_store(store) if os.path.exists(store) else None
         if problem:
             problems.append(f"{store}: {problem}\n")
-    return wf.rerun_marker(f"results/patches/.damaged/{w.shard}", "".join(problems))
+    folder = os.path.dirname(COHORT.stage_output("patches", w.shard))
+    return wf.rerun_marker(f"{folder}/.damaged/{w.shard}", "".join(problems))

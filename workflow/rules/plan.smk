@@ -25,8 +25,6 @@ rule site_fingerprint:
         "logs/site_fingerprint/{site}.log",
     benchmark:
         "logs/benchmarks/site_fingerprint/{site}.tsv"
-    wildcard_constraints:
-        site=r"[^/]+",
     conda:
         "../../envs/cohortseg.yaml"
     container:
