@@ -12,7 +12,7 @@ from cohortseg.geometry import spacing_of
 from cohortseg.io import load_nifti, read_json, read_tsv, write_manifest
 from cohortseg.patches import write_store
 from cohortseg.shardjob import for_each_subject
-from cohortseg.workflow import patch_store_path
+from cohortseg.workflow import patch_store_path, site_of_product
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     def extract(s: Subject) -> dict[str, str]:
         image, affine = load_nifti(s.image, s.subject)
         label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
-        store = patch_store_path(s.subject)
+        # beside the subject's preprocessed files: in its site's folder when federated
+        store = patch_store_path(s.subject, site_of_product(s.image))
         write_store(
             store,
             s.subject,

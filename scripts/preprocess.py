@@ -10,7 +10,7 @@ from cohortseg.cohort import Subject
 from cohortseg.io import read_json, save_nifti, sha256_file, write_json, write_tsv
 from cohortseg.preprocess import prepare_subject
 from cohortseg.shardjob import for_each_subject
-from cohortseg.workflow import preprocessed_paths
+from cohortseg.workflow import preprocessed_paths, product_site
 
 # with the SHA-256 of the files: a subject whose preprocessed data changed changes the manifest,
 # which is what tells Snakemake (it compares the checksums of small inputs) to redo what follows
@@ -30,12 +30,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     plan = read_json(args.plan)
+    site_shards = bool(args.cohort.get("site_shards"))  # federated: into the site's folder
 
     def preprocess(s: Subject) -> dict[str, str]:
         image, label, geometry = prepare_subject(
             s.subject, s.image, s.label, plan, args.affine_tolerance_mm
         )
-        paths = preprocessed_paths(s.subject)
+        paths = preprocessed_paths(s.subject, product_site(s, site_shards))
         grid_affine = np.asarray(geometry.affine)
         save_nifti(paths["image"], image[0].numpy(), grid_affine, dtype=np.float32)
         save_nifti(paths["label"], label[0].numpy(), grid_affine, dtype=np.uint8)

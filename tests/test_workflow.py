@@ -239,6 +239,77 @@ def test_launchers():
         )
 
 
+def test_a_federated_plan_is_made_from_one_fingerprint_per_site_of_training_subjects(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tsite\n"
+        "a\ta.nii.gz\ta_seg.nii.gz\ttrain\tsouth\n"
+        "b\tb.nii.gz\tb_seg.nii.gz\ttrain\tnorth\n"
+        "c\tc.nii.gz\tc_seg.nii.gz\tval\teast\n"  # no training subject: no fingerprint
+        "d\td.nii.gz\td_seg.nii.gz\ttrain\tsouth\n"
+    )
+    config = default_config()
+    config.update(samples=str(sheet))
+    cohort = wf.workflow_cohort(config)
+    assert wf.plan_subjects_by_site(cohort, fine_tuning=False) == {
+        "north": ["b"],
+        "south": ["a", "d"],
+    }
+    assert wf.site_fingerprint_path("north") == "results/sites/north/fingerprint.json"
+    assert not wf.is_federated(config)
+    config["training"]["backend"] = "federated"
+    assert wf.is_federated(config)
+    # a sheet without a site column is one site
+    assert wf.subject_site(Subject("x", "x.nii.gz", None, "train")) == "local"
+
+
+def test_federated_shards_hold_one_site_each_and_write_into_its_folder(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sites = ["south", "north", "south", "north", "south", "east"]
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tsite\n"
+        + "".join(f"s{k}\ts{k}.nii.gz\ts{k}_seg.nii.gz\ttrain\t{x}\n" for k, x in enumerate(sites))
+    )
+    config = default_config()
+    config.update(samples=str(sheet), shard_size=2)
+    assert "site_shards" not in wf.cohort_config(config)  # the other backends' jobs unchanged
+    central = wf.workflow_cohort(wf.cohort_config(config))
+    assert central.shards == {"00000": ["s0", "s1"], "00001": ["s2", "s3"], "00002": ["s4", "s5"]}
+    assert central.product_site("s0") is None
+    assert wf.preprocessed_paths("s0")["image"] == "results/preprocessed/s0/image.nii"
+    assert wf.patch_store_path("s0") == "results/patches/s0.h5"
+
+    config["training"]["backend"] = "federated"
+    cohort = wf.workflow_cohort(wf.cohort_config(config))
+
+    assert cohort.shards == {
+        "00000": ["s5"],  # east
+        "00001": ["s1", "s3"],  # north
+        "00002": ["s0", "s2"],  # south
+        "00003": ["s4"],
+    }
+    assert cohort.product_site("s0") == "south"
+    image = wf.preprocessed_paths("s0", "south")["image"]
+    assert image == "results/sites/south/preprocessed/s0/image.nii"
+    assert wf.site_of_product(image) == "south"
+    assert (
+        wf.patch_store_path("s0", wf.site_of_product(image)) == "results/sites/south/patches/s0.h5"
+    )
+    assert wf.site_of_product("results/preprocessed/s0/image.nii") is None
+    assert cohort.shard_site("00003") == "south" and central.shard_site("00002") is None
+    assert wf.stage_outputs(cohort, "patches") == [
+        "results/sites/east/patches/00000.tsv",
+        "results/sites/north/patches/00001.tsv",
+        "results/sites/south/patches/00002.tsv",
+        "results/sites/south/patches/00003.tsv",
+    ]
+    assert (
+        cohort.stage_output("preprocess", "00001") == "results/sites/north/preprocessed/00001.tsv"
+    )
+    assert cohort.stage_output("infer", "00001") == "results/inference/00001.tsv"
+    assert central.stage_output("preprocess", "00001") == "results/preprocessed/00001.tsv"
+
+
 def test_rule_threads_are_the_rules_cpus_per_task():
     assert wf.rule_threads(cluster(infer={"cpus_per_task": 6}), "infer") == 6
     assert wf.rule_threads(cluster(), "plan") == cluster()["rules"]["default"]["cpus_per_task"]

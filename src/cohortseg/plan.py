@@ -22,13 +22,19 @@ ANISOTROPY_RATIO = 3.0
 FINGERPRINT_SAMPLES_PER_SUBJECT = 10_000
 
 
-def fingerprint(subjects: Sequence[Subject], seed: int = 0) -> dict:
+def fingerprint(
+    subjects: Sequence[Subject],
+    seed: int = 0,
+    samples_per_subject: int | None = FINGERPRINT_SAMPLES_PER_SUBJECT,
+) -> dict:
     """Measure the training subjects: spacing and shape (canonical RAS axes) and foreground
     intensities.
 
     Returns a JSON-able dict with per-subject ``spacings_mm`` and ``shapes`` and
     ``intensity`` statistics (mean, std, 0.5/50/99.5 percentiles) of voxels labelled
-    foreground, from a fixed-size random sample per subject.
+    foreground, from a random sample of ``samples_per_subject`` voxels per subject (``None``:
+    every foreground voxel, in float64: the exact statistics that the federated plan's merge
+    of site fingerprints, :mod:`cohortseg.sitefingerprint`, reproduces).
     """
     rng = np.random.default_rng(seed)
     spacings, shapes, samples = [], [], []
@@ -40,8 +46,10 @@ def fingerprint(subjects: Sequence[Subject], seed: int = 0) -> dict:
         if s.label:
             label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
             fg = image[label > 0]
-            if fg.size:
-                samples.append(rng.choice(fg, min(fg.size, FINGERPRINT_SAMPLES_PER_SUBJECT)))
+            if fg.size and samples_per_subject is None:
+                samples.append(fg.astype(np.float64))
+            elif fg.size:
+                samples.append(rng.choice(fg, min(fg.size, samples_per_subject)))
     values = np.concatenate(samples) if samples else np.zeros(1, np.float32)
     return {
         "subjects": [s.subject for s in subjects],

@@ -20,6 +20,7 @@ import yaml
 from cohortseg.cohort import SPLITS, Subject, is_dicom, load_cohort, shard_table
 from cohortseg.corrections import CORRECTED_LABELS, apply_corrections, find_corrections
 from cohortseg.errors import CohortsegError
+from cohortseg.federation import DEFAULT_SITE
 from cohortseg.io import read_tsv
 from cohortseg.pictures import is_picture
 from cohortseg.privacy import load_key, pseudonymize
@@ -154,6 +155,8 @@ def cohort_config(config: Mapping) -> dict[str, Any]:
         "inference": {"splits": list(config["inference"]["splits"])},
         "validation": {"on_invalid": config["validation"]["on_invalid"]},
         "corrections": dict(config["corrections"]),
+        # only when federated, so that other runs' shard jobs keep their params
+        **({"site_shards": True} if is_federated(config) else {}),
     }
 
 
@@ -183,6 +186,10 @@ class WorkflowCohort:
         Subject id → corrected label file from review (``corrections.dir`` and the review
         datastore's ``labels/final/``); those subjects' ``label`` is the checked copy
         (:func:`cohortseg.corrections.corrected_label_path`) and their split may have changed.
+    site_shards
+        Whether each shard holds one site's subjects only and a site's preprocessed files and
+        patch stores go to its own folder (``training.backend: federated``;
+        :func:`site_shard_table`, :func:`product_site`).
     """
 
     sheet_subjects: tuple[Subject, ...]
@@ -191,10 +198,31 @@ class WorkflowCohort:
     inference_splits: tuple[str, ...]
     dicom: frozenset[str] = field(default_factory=frozenset)
     corrections: dict[str, str] = field(default_factory=dict)
+    site_shards: bool = False
 
     @cached_property
     def by_id(self) -> dict[str, Subject]:
         return {s.subject: s for s in self.subjects}
+
+    @cached_property
+    def _shard_sites(self) -> dict[str, str]:
+        return {k: subject_site(self.by_id[m[0]]) for k, m in self.shards.items() if m}
+
+    def shard_site(self, shard: str) -> str | None:
+        """The site a shard's subjects are all of when shards are by site, else ``None``."""
+        return self._shard_sites.get(shard) if self.site_shards else None
+
+    def stage_output(self, stage: str, shard: str) -> str:
+        """What a shard job of ``stage`` writes (:data:`STAGE_OUTPUT`; the stages of
+        :data:`SITE_STAGES` into the shard's site folder when shards are by site)."""
+        if stage in SITE_STAGES:
+            return STAGE_OUTPUT[stage](shard, self.shard_site(shard))
+        return STAGE_OUTPUT[stage](shard)
+
+    def product_site(self, subject: str) -> str | None:
+        """The site whose folder holds the subject's preprocessed files and patch store, or
+        ``None``: the cohort's shared folders (see :func:`product_site`)."""
+        return product_site(self.by_id[subject], self.site_shards)
 
     @cached_property
     def _sources(self) -> dict[str, Subject]:
@@ -238,14 +266,32 @@ def workflow_cohort(config: Mapping) -> WorkflowCohort:
     corrections = find_corrections(config["corrections"]["dir"], REVIEW_DATASTORE)
     subjects = apply_corrections(subjects, corrections, config["corrections"]["split"])
     size = resolve_shard_size(config["shard_size"], len(subjects))
+    site_shards = bool(config.get("site_shards"))
     return WorkflowCohort(
         sheet_subjects=tuple(sheet),
         subjects=tuple(_readable(s) for s in subjects),
-        shards=shard_table([s.subject for s in subjects], size),
+        shards=site_shard_table(subjects, size)
+        if site_shards
+        else shard_table([s.subject for s in subjects], size),
         inference_splits=tuple(config["inference"]["splits"]),
         dicom=frozenset(s.subject for s in subjects if is_dicom(s.image) or is_dicom(s.label)),
         corrections=corrections,
+        site_shards=site_shards,
     )
+
+
+def site_shard_table(subjects: Sequence[Subject], shard_size: int) -> dict[str, list[str]]:
+    """Shards that each hold one site's subjects, so that a shard job is a job of that site:
+    each site's subjects (sheet order) in shards of ``shard_size``, sites in sorted order,
+    shard ids numbered on from one site to the next (``00000``…)."""
+    by_site: dict[str, list[str]] = {}
+    for s in subjects:
+        by_site.setdefault(subject_site(s), []).append(s.subject)
+    groups = [
+        g for site in sorted(by_site) for g in shard_table(by_site[site], shard_size).values()
+    ]
+    width = max(5, len(str(len(groups))))
+    return {f"{k:0{width}d}": g for k, g in enumerate(groups)}
 
 
 def _readable(subject: Subject) -> Subject:
@@ -262,6 +308,27 @@ def plan_subjects(cohort: WorkflowCohort, fine_tuning: bool) -> list[str]:
     """Ids of the training subjects the plan is made from: all of them, or, when fine-tuning
     (the parent's plan is kept), those that are not corrections from review."""
     return [s for s in cohort.split_ids("train") if not (fine_tuning and s in cohort.corrections)]
+
+
+def is_federated(config: Mapping) -> bool:
+    """Whether the run trains federated (``training.backend: federated``): then the plan is
+    merged from the sites' fingerprints (:mod:`cohortseg.sitefingerprint`) and no job of the
+    coordinator opens an image to make it."""
+    return config["training"]["backend"] == "federated"
+
+
+def subject_site(subject: Subject) -> str:
+    """The site holding a subject's data (the sheet's ``site`` column, else ``local``)."""
+    return subject.site or DEFAULT_SITE
+
+
+def plan_subjects_by_site(cohort: WorkflowCohort, fine_tuning: bool) -> dict[str, list[str]]:
+    """Site → ids of its training subjects the plan is made from (:func:`plan_subjects`),
+    sites in sorted order; a site without any is left out (it has no fingerprint job)."""
+    by_site: dict[str, list[str]] = {}
+    for s in plan_subjects(cohort, fine_tuning):
+        by_site.setdefault(subject_site(cohort.by_id[s]), []).append(s)
+    return dict(sorted(by_site.items()))
 
 
 def excluded_subjects(problems_table: str | os.PathLike[str], on_invalid: str) -> set[str]:
@@ -319,6 +386,8 @@ INVALID_TABLE = "results/qc/invalid_subjects.tsv"
 VALIDATION_OK = "results/qc/validation.ok"
 PLAN = "results/plan/plan.json"
 FINGERPRINT = "results/plan/fingerprint.json"
+#: Where a site's own products live on one machine (at a real site: the site's storage).
+SITES_DIR = "results/sites"
 TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
 REVIEW_TABLE = "results/review/review.tsv"
 #: The review package's MONAI Label datastore: corrections submitted to its labels/final/.
@@ -372,9 +441,31 @@ def mesh_paths(subject: str, classes: Sequence[str], fmt: str) -> list[str]:
     return [f"results/meshes/{subject}/{c}.{fmt}" for c in classes]
 
 
-def preprocessed_paths(subject: str) -> dict[str, str]:
-    """A labelled subject's image, label and geometry on the plan's grid."""
-    base = f"results/preprocessed/{subject}"
+def site_fingerprint_path(site: str) -> str:
+    """A site's fingerprint of its training subjects (aggregates only), which the federated
+    plan merges."""
+    return f"{SITES_DIR}/{site}/fingerprint.json"
+
+
+def product_site(subject: Subject, site_shards: bool) -> str | None:
+    """The site whose folder (``results/sites/{site}/``) holds a subject's preprocessed files
+    and patch store when shards are by site (``training.backend: federated``), else ``None``."""
+    return subject_site(subject) if site_shards else None
+
+
+def site_of_product(path: str | os.PathLike[str]) -> str | None:
+    """The site whose folder holds ``path`` (``results/sites/{site}/…``), else ``None``."""
+    parts, prefix = Path(path).parts, Path(SITES_DIR).parts
+    if parts[: len(prefix)] == prefix and len(parts) > len(prefix) + 1:
+        return parts[len(prefix)]
+    return None
+
+
+def preprocessed_paths(subject: str, site: str | None = None) -> dict[str, str]:
+    """A labelled subject's image, label and geometry on the plan's grid (under its site's
+    folder when ``site`` is given: :func:`product_site`)."""
+    root = f"{SITES_DIR}/{site}/preprocessed" if site else "results/preprocessed"
+    base = f"{root}/{subject}"
     return {
         "image": f"{base}/image.nii",
         "label": f"{base}/label.nii.gz",
@@ -382,19 +473,25 @@ def preprocessed_paths(subject: str) -> dict[str, str]:
     }
 
 
-def patch_store_path(subject: str) -> str:
-    """A training subject's HDF5 patch store."""
-    return f"results/patches/{subject}.h5"
+def patch_store_path(subject: str, site: str | None = None) -> str:
+    """A training subject's HDF5 patch store (under its site's folder when ``site`` is given:
+    :func:`product_site`)."""
+    root = f"{SITES_DIR}/{site}/patches" if site else "results/patches"
+    return f"{root}/{subject}.h5"
 
 
-def preprocessed_manifest_path(shard: str) -> str:
-    """The table a preprocessing shard writes last: subject, split, image, label, geometry."""
-    return f"results/preprocessed/{shard}.tsv"
+def preprocessed_manifest_path(shard: str, site: str | None = None) -> str:
+    """The table a preprocessing shard writes last: subject, split, image, label, geometry (in
+    its site's folder when ``site`` is given: :meth:`WorkflowCohort.shard_site`)."""
+    root = f"{SITES_DIR}/{site}/preprocessed" if site else "results/preprocessed"
+    return f"{root}/{shard}.tsv"
 
 
-def patch_manifest_path(shard: str) -> str:
-    """The table a patch shard writes last: subject, store, SHA-256."""
-    return f"results/patches/{shard}.tsv"
+def patch_manifest_path(shard: str, site: str | None = None) -> str:
+    """The table a patch shard writes last: subject, store, SHA-256 (in its site's folder when
+    ``site`` is given: :meth:`WorkflowCohort.shard_site`)."""
+    root = f"{SITES_DIR}/{site}/patches" if site else "results/patches"
+    return f"{root}/{shard}.tsv"
 
 
 def validation_shard_path(shard: str) -> str:
@@ -435,6 +532,9 @@ STAGE_OUTPUT = {
     "meshes": meshes_manifest_path,
     "dicom_seg": dicom_seg_manifest_path,
 }
+#: The stages whose shard jobs write into their site's folder when shards are by site
+#: (``training.backend: federated``).
+SITE_STAGES = ("preprocess", "patches")
 
 
 def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> list[str]:
@@ -445,7 +545,7 @@ def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> lis
         if isinstance(config_or_cohort, WorkflowCohort)
         else workflow_cohort(config_or_cohort)
     )
-    return [STAGE_OUTPUT[stage](shard) for shard in cohort.stage_shards(stage)]
+    return [cohort.stage_output(stage, shard) for shard in cohort.stage_shards(stage)]
 
 
 def training_inputs(config_or_cohort: Mapping | WorkflowCohort) -> tuple[list[str], list[Subject]]:

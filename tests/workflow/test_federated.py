@@ -1,13 +1,22 @@
 """training.backend: federated through the workflow: a cohort of two sites (the sample sheet's
-`site` column) trains by Flower rounds between a SuperLink and one SuperNode per site started
-by the train job, and the rest of the pipeline runs unchanged on the global model."""
+`site` column) is planned from the sites' fingerprints, preprocessed and cut into patches by
+jobs of each site into its folder, trains by Flower rounds between a SuperLink and one
+SuperNode per site started by the train job, and the rest of the pipeline runs unchanged on the
+global model."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
-from cohortseg.io import read_tsv, save_nifti
+from cohortseg.cohort import Subject
+from cohortseg.io import read_json, read_tsv, save_nifti
 from cohortseg.phantoms import demo_phantom
+from cohortseg.plan import fingerprint, make_plan
+from tests.conftest import default_config
+from tests.test_sitefingerprint import foreground_voxels, percentile_bound
 from tests.workflow.conftest import snakemake
 from tests.workflow.test_invalid_input import FAST
 
@@ -46,7 +55,51 @@ def test_federated_backend_trains_by_rounds_between_sites(tmp_path):
     log = read_tsv(work / "results" / "model" / "training_log.tsv")
     assert [r["round"] for r in log] == ["1"]
     assert all("val_dice_mean@north" in r and "val_dice_mean@south" in r for r in log)
+    rows = read_tsv(sheet)
     for site in ("north", "south"):
-        stores = (work / "results" / "sites" / site / "federated" / "stores.txt").read_text()
+        folder = work / "results" / "sites" / site
+        stores = (folder / "federated" / "stores.txt").read_text()
         assert stores.count(".h5") == 2
+        # a site's shards are jobs of that site: preprocessed subjects and stores in its folder
+        train_val = {r["subject"] for r in rows if r["site"] == site and r["split"] != "test"}
+        assert {p.name for p in (folder / "preprocessed").iterdir() if p.is_dir()} == train_val
+        train = {r["subject"] for r in rows if r["site"] == site and r["split"] == "train"}
+        assert {p.stem for p in (folder / "patches").glob("*.h5")} == train
+        assert all(str(folder / "patches") in line for line in stores.splitlines())
+    assert not (work / "results" / "preprocessed").exists()
+    assert not (work / "results" / "patches").exists()
     assert len(read_tsv(work / "results" / "metrics.tsv")) == 8
+    check_federated_plan(sheet, work)
+
+
+def check_federated_plan(sheet, work):
+    """Each site fingerprinted its own training subjects with no id or path in it, the plan job
+    merged them without opening an image, and the plan is the central plan of the same subjects
+    (spacing, shape and patch exactly; mean and std to float64 rounding; percentiles within
+    cohortseg.sitefingerprint's stated bound)."""
+    rows = read_tsv(sheet)
+    train = [
+        Subject(
+            r["subject"], str(sheet.parent / r["image"]), str(sheet.parent / r["label"]), "train"
+        )
+        for r in rows
+        if r["split"] == "train"
+    ]
+    for site in ("north", "south"):
+        site_fp = (work / "results" / "sites" / site / "fingerprint.json").read_text()
+        assert json.loads(site_fp)["n_subjects"] == 2
+        for r in rows:
+            assert r["subject"] not in site_fp and r["image"] not in site_fp
+    assert "plan merged from 2 site fingerprint(s)" in (work / "logs" / "plan.log").read_text()
+    config = default_config()
+    config["plan"]["max_patch_size"] = [32, 32, 32]  # as FAST
+    central = make_plan(fingerprint(train, samples_per_subject=None), config)
+    plan = read_json(work / "results" / "plan" / "plan.json")
+    for key in ("target_spacing_mm", "median_shape", "patch_size", "normalization"):
+        assert plan[key] == central[key], key
+    for key in ("mean", "std"):
+        assert plan["intensity"][key] == pytest.approx(central["intensity"][key], rel=1e-12)
+    pooled = np.concatenate([foreground_voxels(s) for s in train])
+    for key, q in (("percentile_00_5", 0.5), ("percentile_50_0", 50), ("percentile_99_5", 99.5)):
+        error = abs(plan["intensity"][key] - central["intensity"][key])
+        assert error <= percentile_bound(pooled, q) * (1 + 1e-9), key

@@ -34,7 +34,7 @@ try:
     # and logs/, and keep input paths out of logs and tables.
     if PRIVACY["pseudonymize"]:
         os.environ[REDACT_ENV] = "1"
-    COHORT = wf.workflow_cohort(config)
+    COHORT = wf.workflow_cohort(wf.cohort_config(config))
     # Model versions (results/models/v{N}/): the checkpoint training starts from
     # (training.init_from; None: from scratch) and the one that segments the cohort
     # (model_version; null: the model trained by this run).
@@ -53,6 +53,15 @@ TRAIN = COHORT.split_ids("train")
 VAL = COHORT.split_ids("val")
 # the training subjects the plan is made from: when fine-tuning, those of the parent model
 PLAN_SUBJECTS = wf.plan_subjects(COHORT, fine_tuning=INIT_FROM is not None)
+# training.backend: federated: each site fingerprints its own training subjects and the plan
+# job merges those fingerprints (plan.smk); site -> its training subjects the plan is made from
+FEDERATED = wf.is_federated(config)
+PLAN_SITES = wf.plan_subjects_by_site(COHORT, fine_tuning=INIT_FROM is not None)
+SITE_FINGERPRINTS = (
+    [wf.site_fingerprint_path(site) for site in PLAN_SITES] if FEDERATED else []
+)
+# a shard of a site's stage (wf.SITE_STAGES) writes into its site's folder when federated
+SITE = "{site}" if FEDERATED else None
 # stage -> {shard id: members of the stage's splits}, shards without any left out
 STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in wf.STAGE_SPLITS}
 
@@ -78,6 +87,7 @@ COHORT_JSON = as_json(wf.cohort_config(config))
 wildcard_constraints:
     subject=r"[^/]+",
     shard=r"[0-9]+",
+    site=r"[^/]+",
 
 
 def script(name):
@@ -92,7 +102,7 @@ meshes_manifest = wf.meshes_manifest_path
 
 def stage_outputs(stage):
     """Every shard output of a stage (what a joining rule takes)."""
-    return [wf.STAGE_OUTPUT[stage](shard) for shard in STAGE_SHARDS[stage]]
+    return [COHORT.stage_output(stage, shard) for shard in STAGE_SHARDS[stage]]
 
 
 def meshes_of(subject):
@@ -121,6 +131,27 @@ def rule_threads(rule_name):
 def tracked(paths):
     """Input files to track: the demo's, or a real cohort's that exist (see workflow.py)."""
     return wf.tracked(paths, DEMO)
+
+
+def plan_files(kind):
+    """The plan subjects' `kind` files that the plan job opens (none when federated: the
+    sites' fingerprints stand for them)."""
+    if FEDERATED:
+        return []
+    return [ancient(p) for p in tracked(getattr(BY_ID[s], kind) for s in PLAN_SUBJECTS)]
+
+
+def site_plan_files(kind):
+    """Input function of `site_fingerprint`: the `kind` files of the site's plan subjects."""
+    return lambda w: [
+        ancient(p) for p in tracked(getattr(BY_ID[s], kind) for s in PLAN_SITES[w.site])
+    ]
+
+
+def by_site(path):
+    """A log or benchmark path of a shard job of a site's stage (wf.SITE_STAGES): with the
+    {site} wildcard of its output when federated."""
+    return path.replace("{shard}", "{site}/{shard}") if FEDERATED else path
 
 
 def made_by_rules(paths):
@@ -161,7 +192,7 @@ def incomplete_marker(stage, *columns, table=None):
     `columns`; not declared outputs) was deleted."""
 
     def marker(w):
-        manifest = (table or wf.STAGE_OUTPUT[stage])(w.shard)
+        manifest = table(w.shard) if table else COHORT.stage_output(stage, w.shard)
         return wf.missing_files_marker(
             manifest, f"{os.path.dirname(manifest)}/.incomplete/{w.shard}", columns
         )
@@ -173,8 +204,9 @@ def damaged_store_marker(w):
     """`patches`: a shard with a store that fails a cheap integrity check is rebuilt."""
     problems = []
     for s in STAGE_SHARDS["patches"][w.shard]:
-        store = wf.patch_store_path(s)
+        store = wf.patch_store_path(s, COHORT.product_site(s))
         problem = check_store(store) if os.path.exists(store) else None
         if problem:
             problems.append(f"{store}: {problem}\n")
-    return wf.rerun_marker(f"results/patches/.damaged/{w.shard}", "".join(problems))
+    folder = os.path.dirname(COHORT.stage_output("patches", w.shard))
+    return wf.rerun_marker(f"{folder}/.damaged/{w.shard}", "".join(problems))

@@ -7,12 +7,46 @@
 # (training.init_from) keeps that model's plan, so that patches and segmentations stay
 # comparable: corrected subjects are then left out of the plan's subjects (PLAN_SUBJECTS), and
 # training refuses a parent made with another plan.
+#
+# With training.backend: federated each site fingerprints its own training subjects
+# (site_fingerprint: aggregates only, no voxel, no subject id; results/sites/{site}/) and the
+# plan job merges those fingerprints without opening an image (cohortseg.sitefingerprint).
+
+
+rule site_fingerprint:
+    input:
+        images=site_plan_files("image"),
+        labels=site_plan_files("label"),
+        validated=ancient(VALIDATION_OK),
+        invalid=ancient(INVALID_TABLE),
+    output:
+        wf.site_fingerprint_path("{site}"),
+    log:
+        "logs/site_fingerprint/{site}.log",
+    benchmark:
+        "logs/benchmarks/site_fingerprint/{site}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("site_fingerprint"),
+    params:
+        script=script("site_fingerprint.py"),
+        members=lambda w: PLAN_SITES[w.site],
+        cohort=COHORT_JSON,
+        init_from=as_json(config["training"]["init_from"]),
+    shell:
+        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
+        " --site {wildcards.site} --init-from {params.init_from} --fingerprint {output}"
+        " > {log} 2>&1"
 
 
 rule plan:
     input:
-        images=[ancient(p) for p in tracked(BY_ID[s].image for s in PLAN_SUBJECTS)],
-        labels=[ancient(p) for p in tracked(BY_ID[s].label for s in PLAN_SUBJECTS)],
+        images=plan_files("image"),
+        labels=plan_files("label"),
+        sites=SITE_FINGERPRINTS,
         validated=ancient(VALIDATION_OK),
         invalid=ancient(INVALID_TABLE),
     output:
@@ -40,5 +74,6 @@ rule plan:
         ),
     shell:
         "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
-        " --config {params.config} --fingerprint {output.fingerprint} --plan {output.plan}"
+        " --config {params.config} --site-fingerprints {input.sites}"
+        " --fingerprint {output.fingerprint} --plan {output.plan}"
         " > {log} 2>&1"

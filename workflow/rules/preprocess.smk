@@ -3,7 +3,9 @@
 # output is its shard's manifest (written last); a file deleted from a finished shard, or a
 # damaged store, makes that shard run again (markers), and replacing one subject's label
 # reruns its shard only. A job leaves out the subjects its validation shard found invalid
-# (on_invalid: skip) and lists only what it wrote.
+# (on_invalid: skip) and lists only what it wrote. With training.backend: federated a shard holds
+# one site's subjects and writes into results/sites/{site}/ (manifests, preprocessed files,
+# patch stores): a job of that site.
 
 
 rule preprocess:
@@ -14,11 +16,11 @@ rule preprocess:
         validated=wf.validation_shard_path("{shard}"),
         incomplete=incomplete_marker("preprocess", "image", "label", "geometry"),
     output:
-        wf.preprocessed_manifest_path("{shard}"),
+        wf.preprocessed_manifest_path("{shard}", SITE),
     log:
-        "logs/preprocess/{shard}.log",
+        by_site("logs/preprocess/{shard}.log"),
     benchmark:
-        "logs/benchmarks/preprocess/{shard}.tsv"
+        by_site("logs/benchmarks/preprocess/{shard}.tsv")
     conda:
         "../../envs/cohortseg.yaml"
     container:
@@ -38,16 +40,16 @@ rule preprocess:
 
 rule patches:
     input:
-        preprocessed=wf.preprocessed_manifest_path("{shard}"),
+        preprocessed=wf.preprocessed_manifest_path("{shard}", SITE),
         plan=PLAN,
         incomplete=incomplete_marker("patches", "store"),
         damaged=damaged_store_marker,
     output:
-        wf.patch_manifest_path("{shard}"),
+        wf.patch_manifest_path("{shard}", SITE),
     log:
-        "logs/patches/{shard}.log",
+        by_site("logs/patches/{shard}.log"),
     benchmark:
-        "logs/benchmarks/patches/{shard}.tsv"
+        by_site("logs/benchmarks/patches/{shard}.tsv")
     conda:
         "../../envs/cohortseg.yaml"
     container:

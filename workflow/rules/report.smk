@@ -134,7 +134,7 @@ rule calibration:
     input:
         model="results/model/best.pt",
         val=[
-            wf.preprocessed_manifest_path(shard)
+            COHORT.stage_output("preprocess", shard)
             for shard, ids in STAGE_SHARDS["preprocess"].items()
             if any(BY_ID[s].split == "val" for s in ids)
         ],

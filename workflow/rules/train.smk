@@ -12,7 +12,7 @@ rule train:
         plan=PLAN,
         stores=stage_outputs("patches"),
         val=[
-            wf.preprocessed_manifest_path(shard)
+            COHORT.stage_output("preprocess", shard)
             for shard, ids in STAGE_SHARDS["preprocess"].items()
             if any(BY_ID[s].split == "val" for s in ids)
         ],
