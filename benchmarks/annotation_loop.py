@@ -62,8 +62,9 @@ def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.Complet
     """``snakemake`` on the repository's workflow in ``workdir``; raises if it fails."""
     cmd = [
         str(Path(sys.executable).parent / "snakemake"),
-        *("-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(configfile)),
-        *args,
+        *("-s", str(REPO / "Snakefile"), "-d", str(workdir)),
+        *args,  # before --configfile, which takes every word after it
+        *("--configfile", str(configfile)),
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

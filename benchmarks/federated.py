@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, help="default 8 (tiny: 2)")
     parser.add_argument("--tolerance", type=float, default=0.03, help="of mean test Dice")
     parser.add_argument("--workdir", type=Path, help="default: a temporary folder, removed")
+    parser.add_argument("--server-learning-rate", type=float, default=1.0, help="FedAvgM's")
+    parser.add_argument("--keep-optimizer-state", action="store_true", help="at each site")
     parser.add_argument(
         "--central-dice",
         type=float,
@@ -124,7 +126,12 @@ def main() -> None:
         federated = {
             **common,
             "training": {"backend": "federated", "preset": "demo"},
-            "federated": {"rounds": rounds, "local_steps": local_steps},
+            "federated": {
+                "rounds": rounds,
+                "local_steps": local_steps,
+                "server_learning_rate": args.server_learning_rate,
+                "keep_optimizer_state": args.keep_optimizer_state,
+            },
         }
         if args.central_dice is None:
             snakemake(work / "central", central)
@@ -134,6 +141,8 @@ def main() -> None:
         given = args.central_dice is not None
         dice_central = args.central_dice if given else test_dice(work / "central")
         print(f"sites: {len(SITES)} sites")
+        print(f"server_learning_rate: {args.server_learning_rate:g} (1: FedAvg)")
+        print(f"keep_optimizer_state: {str(args.keep_optimizer_state).lower()} bool")
         print(f"gradient_steps: {total} steps (both)")
         print(f"central_test_dice: {dice_central:.4f} mean Dice{' (given)' if given else ''}")
         print(f"federated_test_dice: {dice_federated:.4f} mean Dice")

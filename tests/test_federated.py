@@ -105,6 +105,22 @@ def test_global_model_checkpoint_is_what_inference_loads_and_resume_finds(tmp_pa
     assert plan["hash"] == small_plan["hash"]
 
 
+def test_the_strategy_is_fedavg_fedprox_or_fedavgm_with_a_server_learning_rate():
+    from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
+
+    from cohortseg.flowerapp import make_strategy
+
+    common = {"min_train_nodes": 2}
+    plain = make_strategy(["a", "b"], 2, 0.0, 1.0, common)
+    assert type(plain).__mro__[2] is FedAvg and not isinstance(plain, FedProx | FedAvgM)
+    assert isinstance(make_strategy(["a", "b"], 2, 0.1, 1.0, common), FedProx)
+    moved = make_strategy(["a", "b"], 2, 0.0, 2.0, common)
+    assert isinstance(moved, FedAvgM) and moved.server_learning_rate == 2.0
+    assert moved.server_momentum == 0.0
+    with pytest.raises(CohortsegError, match="cannot be combined"):
+        make_strategy(["a", "b"], 2, 0.1, 2.0, common)
+
+
 def test_node_and_run_config_are_toml_pairs():
     assert node_config({"keep": True, "off": False, "site": "a", "steps": 2, "mu": 0.5}) == (
         'keep=true off=false site="a" steps=2 mu=0.5'

@@ -326,6 +326,7 @@ def train_federated(
         "local-steps": int(federated["local_steps"]),
         "proximal-mu": float(federated["proximal_mu"]),
         "keep-optimizer": bool(federated["keep_optimizer_state"]),
+        "server-learning-rate": float(federated["server_learning_rate"]),
         "min-sites": int(min_sites),
         "sites": ",".join(sites),
     }

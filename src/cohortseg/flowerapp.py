@@ -1,8 +1,8 @@
-"""The Flower apps of federated training: the coordinator's ServerApp (rounds of FedAvg, or
-FedProx with ``proximal-mu`` > 0, sites weighted by their training patches; the global model
-saved after every round, and resumed from after a restart) and each site's ClientApp (a
-:func:`cohortseg.federated.local_round` on the site's own patch stores, which only its node
-config names). Only weights and metrics pass through Flower.
+"""The Flower apps of federated training: the coordinator's ServerApp (rounds of FedAvg,
+FedProx with ``proximal-mu`` > 0 or FedAvgM with ``server-learning-rate`` != 1, sites weighted
+by their training patches; the global model saved after every round, and resumed from after a
+restart) and each site's ClientApp (a :func:`cohortseg.federated.local_round` on the site's own
+patch stores, which only its node config names). Only weights and metrics pass through Flower.
 
 Both apps can record every file their process opens (``open-log`` in the run config for the
 coordinator, in the node config for a site; Python audit hooks), so that a test can check that
@@ -19,9 +19,10 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from cohortseg.errors import CohortsegError
 from cohortseg.federated import (
     dropped_sites,
     initial_state,
@@ -82,9 +83,8 @@ def coordinate(grid: Grid, context: Context) -> None:
         "min_available_nodes": min_sites,
     }
     sites = str(rc["sites"]).split(",")
-    strategy_class = _SiteAwareFedProx if mu > 0 else _SiteAwareFedAvg
-    prox = {"proximal_mu": mu} if mu > 0 else {}
-    strategy = strategy_class(sites=sites, min_sites=min_sites, **common, **prox)
+    server_lr = float(rc.get("server-learning-rate", 1.0))
+    strategy = make_strategy(sites, min_sites, mu, server_lr, common)
 
     def save(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -142,6 +142,36 @@ class _SiteAwareFedAvg(_SiteAware, FedAvg):
 
 class _SiteAwareFedProx(_SiteAware, FedProx):
     pass
+
+
+class _SiteAwareFedAvgM(_SiteAware, FedAvgM):
+    pass
+
+
+def make_strategy(
+    sites: list[str], min_sites: int, mu: float, server_lr: float, common: dict
+) -> _SiteAware:
+    """FedProx when ``mu`` > 0; FedAvg with a server learning rate (Flower's ``FedAvgM``,
+    no momentum) when ``server_lr`` is not 1: the global model moves ``server_lr`` times the
+    sites' mean update; plain FedAvg otherwise.
+
+    Raises
+    ------
+    CohortsegError
+        If both are asked for (FedProx has no server learning rate).
+    """
+    if mu > 0 and server_lr != 1.0:
+        raise CohortsegError(
+            "federated.proximal_mu > 0 (FedProx) and federated.server_learning_rate != 1"
+            " (FedAvgM) cannot be combined: choose one"
+        )
+    if mu > 0:
+        return _SiteAwareFedProx(sites=sites, min_sites=min_sites, proximal_mu=mu, **common)
+    if server_lr != 1.0:
+        return _SiteAwareFedAvgM(
+            sites=sites, min_sites=min_sites, server_learning_rate=server_lr, **common
+        )
+    return _SiteAwareFedAvg(sites=sites, min_sites=min_sites, **common)
 
 
 class _RoundLog:
