@@ -63,3 +63,40 @@ def demo_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo")
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def pseudonymised_run_of_both(tmp_path_factory) -> dict:
+    """One pseudonymised run (``privacy.pseudonymize`` with a mapping file,
+    ``validation.on_invalid: skip``, ``outputs.dicom_seg``) over one sheet holding the NIfTI
+    subjects with identifying names, headers and extensions of test_privacy and the DICOM
+    series with identifying attributes of test_dicom, shared by both tests (one run instead
+    of two: the slowest part of each is the workflow itself). Returns ``work``, ``mapping``
+    (the id → pseudonym table) and ``studies`` (the DICOM series' StudyInstanceUIDs)."""
+    from cohortseg.io import read_tsv
+    from tests.workflow.test_dicom import dicom_cohort
+    from tests.workflow.test_privacy import planted_cohort, pseudonymised_run
+
+    root = tmp_path_factory.mktemp("pseudonymised")
+    planted = planted_cohort(root / "nifti")
+    dicom, studies = dicom_cohort(root / "dicom")
+    rows = ["subject\timage\tlabel\tsplit\tseries"]
+    for r in read_tsv(planted):  # paths relative to their sheet, made absolute
+        label = str(planted.parent / r["label"]) if r["label"] else ""
+        rows.append(f"{r['subject']}\t{planted.parent / r['image']}\t{label}\t{r['split']}\t")
+    rows += [
+        "\t".join(r[c] for c in ("subject", "image", "label", "split", "series"))
+        for r in read_tsv(dicom)
+    ]
+    sheet = root / "samples.tsv"
+    sheet.write_text("\n".join(rows) + "\n")
+    mapping = root / "private" / "mapping.tsv"
+    work = root / "work"
+    pseudonymised_run(
+        work,
+        sheet,
+        f", mapping_file: {mapping}",
+        "validation={on_invalid: skip}",
+        "outputs={dicom_seg: true}",
+    )
+    return {"work": work, "mapping": mapping, "studies": studies}

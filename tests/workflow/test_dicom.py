@@ -16,7 +16,7 @@ from cohortseg.dicomwrite import along_normal, write_series
 from cohortseg.io import load_nifti, read_tsv
 from cohortseg.phantoms import demo_phantom
 from tests.workflow.conftest import job_counts, snakemake
-from tests.workflow.test_privacy import leaks, pseudonymised_run
+from tests.workflow.test_privacy import leaks
 
 pytestmark = pytest.mark.slow
 
@@ -77,19 +77,31 @@ def dicom_cohort(root):
     return sheet, studies
 
 
-def test_dicom_cohort_end_to_end_pseudonymised(tmp_path):
-    sheet, studies = dicom_cohort(tmp_path / "data")
-    work = tmp_path / "work"
-    pseudonymised_run(work, sheet, "", "validation={on_invalid: skip}", "outputs={dicom_seg: true}")
+def test_dicom_cohort_end_to_end_pseudonymised(pseudonymised_run_of_both):
+    """The DICOM subjects of the shared run (tests/workflow/conftest.py), whose NIfTI subjects
+    test_privacy checks."""
+    work, studies = pseudonymised_run_of_both["work"], pseudonymised_run_of_both["studies"]
+    pseudonyms = {
+        p["subject"]: p["pseudonym"]
+        for p in read_tsv(pseudonymised_run_of_both["mapping"])
+        if p["subject"].startswith(FOLDER)
+    }
     results = work / "results"
     # the broken series: one line in the QC table, its path not shown; the others segmented
     (problem,) = read_tsv(results / "qc" / "invalid_subjects.tsv")
     assert problem["kind"] == "image" and problem["file"] == "<image>"
     assert "missing slice(s): 1 gap" in problem["problem"]
-    segmentations = sorted((results / "segmentations").iterdir())
+    assert problem["subject"] == pseudonyms[f"{FOLDER}-7"]
+    segmentations = sorted(
+        p
+        for p in (results / "segmentations").iterdir()
+        if p.name.removesuffix(".nii.gz") in set(pseudonyms.values())
+    )
     assert len(segmentations) == 7
-    assert len(read_tsv(results / "metrics.tsv")) == 7
-    # every segmentation also as a DICOM SEG, voxel for voxel
+    metrics = [r for r in read_tsv(results / "metrics.tsv") if r["subject"] in pseudonyms.values()]
+    assert len(metrics) == 7
+    # every DICOM subject's segmentation also as a DICOM SEG, voxel for voxel (and none for
+    # the NIfTI subjects, which have no series to refer to)
     segs = sorted(p for p in (results / "dicom_seg").iterdir() if p.suffix == ".dcm")
     assert [p.stem for p in segs] == [p.name.removesuffix(".nii.gz") for p in segmentations]
     for seg, nifti in zip(segs, segmentations, strict=True):
