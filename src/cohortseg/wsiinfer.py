@@ -207,7 +207,11 @@ def segment_slide(
                 starting = [(r, c) for r, c in touching if r >= r0 and c >= c0]
                 rows_end, cols_end = min(r1 + window, height), min(c1 + window, width)
                 acc = np.zeros((n_out + 1, r1 - r0 + window, c1 - c0 + window), np.float32)
-                acc[:, : rows_end - r0, : cols_end - c0] = carry[:, r0:rows_end, c0:cols_end]
+                carry.read_direct(  # straight into acc: no second block-sized array
+                    acc,
+                    np.s_[:, r0:rows_end, c0:cols_end],
+                    np.s_[:, : rows_end - r0, : cols_end - c0],
+                )
                 _block_sums(slide, level, predict, acc, box, starting, window, batch_size, weights)
                 # the parts right of and below the block go on to the blocks there
                 carry[:, r0:rows_end, c1:cols_end] = acc[
