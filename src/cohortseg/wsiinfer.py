@@ -124,6 +124,34 @@ def _block_labels(acc: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return labels
 
 
+def _segment_block(
+    slide: Slide,
+    level: int,
+    predict: Predictor,
+    carry: h5py.Dataset,
+    box: tuple[int, int, int, int],
+    windows: list[tuple[int, int]],
+    window: int,
+    batch_size: int,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Labels (box rows, box columns) uint8 of one block: the sums carried to it (``carry``:
+    (n_classes + 1, H, W) float32, see :func:`_block_sums`) plus the ``windows`` touching it
+    that start in it; what those add right of and below the block is carried on."""
+    r0, r1, c0, c1 = box
+    height, width = carry.shape[1:]
+    rows_end, cols_end = min(r1 + window, height), min(c1 + window, width)
+    acc = np.zeros((carry.shape[0], r1 - r0 + window, c1 - c0 + window), np.float32)
+    carry.read_direct(  # straight into acc: no second block-sized array
+        acc, np.s_[:, r0:rows_end, c0:cols_end], np.s_[:, : rows_end - r0, : cols_end - c0]
+    )
+    starting = [(r, c) for r, c in windows if r >= r0 and c >= c0]
+    _block_sums(slide, level, predict, acc, box, starting, window, batch_size, weights)
+    carry[:, r0:rows_end, c1:cols_end] = acc[:, : rows_end - r0, c1 - c0 : cols_end - c0]
+    carry[:, r1:rows_end, c0:c1] = acc[:, r1 - r0 : rows_end - r0, : c1 - c0]
+    return _block_labels(acc, r1 - r0, c1 - c0)
+
+
 def segment_slide(
     slide: Slide,
     level: int,
@@ -204,21 +232,9 @@ def segment_slide(
                 if not touching:
                     counts[0] += (r1 - r0) * (c1 - c0)
                     continue
-                starting = [(r, c) for r, c in touching if r >= r0 and c >= c0]
-                rows_end, cols_end = min(r1 + window, height), min(c1 + window, width)
-                acc = np.zeros((n_out + 1, r1 - r0 + window, c1 - c0 + window), np.float32)
-                carry.read_direct(  # straight into acc: no second block-sized array
-                    acc,
-                    np.s_[:, r0:rows_end, c0:cols_end],
-                    np.s_[:, : rows_end - r0, : cols_end - c0],
+                labels = _segment_block(
+                    slide, level, predict, carry, box, touching, window, batch_size, weights
                 )
-                _block_sums(slide, level, predict, acc, box, starting, window, batch_size, weights)
-                # the parts right of and below the block go on to the blocks there
-                carry[:, r0:rows_end, c1:cols_end] = acc[
-                    :, : rows_end - r0, c1 - c0 : cols_end - c0
-                ]
-                carry[:, r1:rows_end, c0:c1] = acc[:, r1 - r0 : rows_end - r0, : c1 - c0]
-                labels = _block_labels(acc, r1 - r0, c1 - c0)
                 labels[~_tissue_in_block(near_tissue, scale, box)] = 0
                 out[r0:r1, c0:c1] = labels
                 counts += np.bincount(labels.ravel(), minlength=n_out)[:n_out]
