@@ -194,7 +194,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     slide, annotations = write_slide(workdir, args.size, args.pixel_size_um)
     common = ["--patches", str(args.patches), "--patch", str(args.patch)]
-    for compression in ("lzf", "none"):  # patches.compression: the default, and none
+    for compression in ("none", "lzf"):  # wsi.compression: the default, and lzf
         store = str(workdir / f"patches_{compression}.h5")
         in_child("extract", *common, "--", str(slide), str(annotations), store, compression)
         in_child("reads", "--reads", str(args.reads), "--", store, compression)

@@ -25,7 +25,7 @@ def main() -> None:
             cfg["pixel_size_um"],
             n_patches=int(cfg["patches_per_slide"]),
             foreground_fraction=float(patches["foreground_fraction"]),
-            compression=patches["compression"],
+            compression=cfg["compression"],
             compression_level=int(patches["compression_level"]),
             # a per-slide seed that does not depend on the slide's position in the sheet
             seed=int(patches["seed"]) * 2**32 + zlib.crc32(s.subject.encode()),

@@ -255,3 +255,22 @@ def test_mask_at_a_coarser_level(slide_files, tmp_path):
     # finer levels take the coarse pixel holding their centre: plain repetition
     fine = np.repeat(np.repeat(coarse, 2, 0), 2, 1)
     np.testing.assert_array_equal(labels.region(2, 0, 0, H // 2, W // 2), fine)
+
+
+def test_polygon_fill_draws_the_pixels_skimage_draws():
+    """The scanline fill of GeoJSON rings gives exactly ``skimage.draw.polygon``'s pixels,
+    boundary pixels included: rings on integer and half-integer vertices (pixel centres on
+    edges and vertices), self-intersecting ones, rings reaching past the region."""
+    from skimage.draw import polygon
+
+    from cohortseg.wsilabels import _fill
+
+    rng = np.random.default_rng(0)
+    for k in range(600):
+        height, width = (int(v) for v in rng.integers(1, 40, 2))
+        ring = rng.uniform(-10, 50, (int(rng.integers(3, 12)), 2))
+        ring = np.round(ring * (k % 3)) / (k % 3) if k % 3 else ring
+        expected = np.zeros((height, width), bool)
+        rr, cc = polygon(ring[:, 1], ring[:, 0], shape=(height, width))
+        expected[rr, cc] = True
+        np.testing.assert_array_equal(_fill(ring, height, width), expected, err_msg=str(k))

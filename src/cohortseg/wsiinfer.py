@@ -40,8 +40,9 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 def block_size(max_memory_mb: float, n_classes: int, window: int) -> int:
     """Side (pixels, a multiple of :data:`TILE`) of the output blocks whose float32
-    probability and weight accumulators ((n_classes + 1) × (block + 2·window)² × 4 bytes) fit
-    in ``max_memory_mb``; at least one tile."""
+    probability and weight accumulators fit in ``max_memory_mb``; at least one tile. Sized for
+    (n_classes + 1) × (block + 2·window)² × 4 bytes, though a block's accumulator now spans
+    only (block + window)² (windows reach right and down from the block where they start)."""
     side = math.sqrt(max_memory_mb * 2**20 / ((n_classes + 1) * 4)) - 2 * window
     return max(TILE, int(side) // TILE * TILE)
 
@@ -89,35 +90,66 @@ def _blocks(height: int, width: int, block: int) -> Iterator[tuple[int, int, int
             yield r0, min(r0 + block, height), c0, min(c0 + block, width)
 
 
+def _block_sums(
+    slide: Slide,
+    level: int,
+    predict: Predictor,
+    acc: np.ndarray,
+    box: tuple[int, int, int, int],
+    windows: list[tuple[int, int]],
+    window: int,
+    batch_size: int,
+    weights: np.ndarray,
+) -> None:
+    """Add the windows that start in block ``box`` into ``acc`` ((n_classes + 1, rows +
+    window, columns + window) float32 from the block's first pixel: weighted class
+    probabilities, then the weights), each window predicted here and nowhere else."""
+    r0, _, c0, _ = box
+    n_classes = acc.shape[0] - 1
+    for k in range(0, len(windows), batch_size):
+        batch = windows[k : k + batch_size]
+        rgb = np.stack([slide.read(level, r, c, window, window) for r, c in batch])
+        out = predict(rgb.transpose(0, 3, 1, 2))
+        for (r, c), p in zip(batch, out, strict=True):
+            rr, cc = slice(r - r0, r - r0 + window), slice(c - c0, c - c0 + window)
+            acc[:n_classes, rr, cc] += p * weights
+            acc[n_classes, rr, cc] += weights
+
+
+def _block_labels(acc: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Labels (rows, cols) uint8 of a finished block from its sums (:func:`_block_sums`)."""
+    n_classes = acc.shape[0] - 1
+    labels = acc[:n_classes, :rows, :cols].argmax(0).astype(np.uint8)
+    labels[acc[n_classes, :rows, :cols] == 0] = 0  # no tissue window reached these pixels
+    return labels
+
+
 def _segment_block(
     slide: Slide,
     level: int,
     predict: Predictor,
-    n_classes: int,
+    carry: h5py.Dataset,
     box: tuple[int, int, int, int],
     windows: list[tuple[int, int]],
     window: int,
     batch_size: int,
     weights: np.ndarray,
 ) -> np.ndarray:
-    """Labels (box rows, box columns) uint8 of one block from every window touching it."""
+    """Labels (box rows, box columns) uint8 of one block: the sums carried to it (``carry``:
+    (n_classes + 1, H, W) float32, see :func:`_block_sums`) plus the ``windows`` touching it
+    that start in it; what those add right of and below the block is carried on."""
     r0, r1, c0, c1 = box
-    origin_r, origin_c = r0 - window, c0 - window
-    shape = (r1 - r0 + 2 * window, c1 - c0 + 2 * window)
-    probs = np.zeros((n_classes, *shape), np.float32)
-    total = np.zeros(shape, np.float32)
-    for k in range(0, len(windows), batch_size):
-        batch = windows[k : k + batch_size]
-        rgb = np.stack([slide.read(level, r, c, window, window) for r, c in batch])
-        out = predict(rgb.transpose(0, 3, 1, 2))
-        for (r, c), p in zip(batch, out, strict=True):
-            rr, cc = r - origin_r, c - origin_c
-            probs[:, rr : rr + window, cc : cc + window] += p * weights
-            total[rr : rr + window, cc : cc + window] += weights
-    inner = (slice(window, window + r1 - r0), slice(window, window + c1 - c0))
-    labels = probs[(slice(None), *inner)].argmax(0).astype(np.uint8)
-    labels[total[inner] == 0] = 0  # no tissue window reached these pixels
-    return labels
+    height, width = carry.shape[1:]
+    rows_end, cols_end = min(r1 + window, height), min(c1 + window, width)
+    acc = np.zeros((carry.shape[0], r1 - r0 + window, c1 - c0 + window), np.float32)
+    carry.read_direct(  # straight into acc: no second block-sized array
+        acc, np.s_[:, r0:rows_end, c0:cols_end], np.s_[:, : rows_end - r0, : cols_end - c0]
+    )
+    starting = [(r, c) for r, c in windows if r >= r0 and c >= c0]
+    _block_sums(slide, level, predict, acc, box, starting, window, batch_size, weights)
+    carry[:, r0:rows_end, c1:cols_end] = acc[:, : rows_end - r0, c1 - c0 : cols_end - c0]
+    carry[:, r1:rows_end, c0:c1] = acc[:, r1 - r0 : rows_end - r0, : c1 - c0]
+    return _block_labels(acc, r1 - r0, c1 - c0)
 
 
 def segment_slide(
@@ -139,8 +171,11 @@ def segment_slide(
     Windows of ``window`` pixels overlap by ``overlap``; only windows over tissue (the
     ``tissue`` mask on ``tissue_level``) are predicted; pixels no window reached, and pixels
     more than one tissue-mask pixel from tissue, are background. Blocks are sized so their
-    accumulators fit ``max_memory_mb`` (:func:`block_size`); every window touching a block is
-    blended into it, so the result does not depend on the block size.
+    accumulators fit ``max_memory_mb`` (:func:`block_size`) and done row-major; each window is
+    predicted once, in the block where it starts; what it adds right of and below that block
+    is carried to the blocks there through an HDF5 file beside ``scratch`` (removed at the
+    end), so memory stays bounded and the result does not depend on the block size (up to the
+    float32 rounding of sums added in another order).
 
     Returns the pixel count of each label 0..n_classes at ``level``.
     """
@@ -166,31 +201,45 @@ def segment_slide(
         len(rows) * len(cols),
         block,
     )
-    with h5py.File(scratch, "w") as h5:
-        out = h5.create_dataset(
-            "label",
-            (height, width),
-            np.uint8,
-            chunks=(min(TILE, height), min(TILE, width)),
-            compression="lzf",
-            fillvalue=0,
-        )
-        for box in _blocks(height, width, block):
-            r0, r1, c0, c1 = box
-            mine = [
-                (r, c)
-                for r, c in sorted(keep)
-                if r < r1 and r + window > r0 and c < c1 and c + window > c0
-            ]
-            if not mine:
-                counts[0] += (r1 - r0) * (c1 - c0)
-                continue
-            labels = _segment_block(
-                slide, level, predict, n_out, box, mine, window, batch_size, weights
+    carry_path = Path(f"{scratch}.carry.h5")
+    try:
+        with h5py.File(scratch, "w") as h5, h5py.File(carry_path, "w") as carry_h5:
+            out = h5.create_dataset(
+                "label",
+                (height, width),
+                np.uint8,
+                chunks=(min(TILE, height), min(TILE, width)),
+                compression="lzf",
+                fillvalue=0,
             )
-            labels[~_tissue_in_block(near_tissue, scale, box)] = 0
-            out[r0:r1, c0:c1] = labels
-            counts += np.bincount(labels.ravel(), minlength=n_out)[:n_out]
+            # sums that windows of earlier blocks added to later blocks' pixels; only the
+            # strips along block borders are ever written (unwritten chunks read as 0)
+            carry = carry_h5.create_dataset(
+                "sums",
+                (n_out + 1, height, width),
+                np.float32,
+                chunks=(n_out + 1, min(TILE, height), min(TILE, width)),
+                fillvalue=0,
+            )
+            windows = sorted(keep)
+            for box in _blocks(height, width, block):
+                r0, r1, c0, c1 = box
+                touching = [
+                    (r, c)
+                    for r, c in windows
+                    if r < r1 and r + window > r0 and c < c1 and c + window > c0
+                ]
+                if not touching:
+                    counts[0] += (r1 - r0) * (c1 - c0)
+                    continue
+                labels = _segment_block(
+                    slide, level, predict, carry, box, touching, window, batch_size, weights
+                )
+                labels[~_tissue_in_block(near_tissue, scale, box)] = 0
+                out[r0:r1, c0:c1] = labels
+                counts += np.bincount(labels.ravel(), minlength=n_out)[:n_out]
+    finally:
+        carry_path.unlink(missing_ok=True)
     return counts
 
 
