@@ -360,7 +360,7 @@ def test_the_coordinators_plan_config_is_the_workflows_without_a_sheet():
     at_site = apply_preset(merged(defaults, {**sites_file, "samples": "x.tsv"}), defaults)
     assert got == wf.plan_config(at_site)
     assert got["plan"]["max_patch_size"] == [32, 32, 32]
-    assert got["model"] == at_site["model"]
+    assert got["model"]["name"] == "auto" != defaults["model"]["name"]  # the cohort preset
 
 
 def test_rule_threads_are_the_rules_cpus_per_task():
