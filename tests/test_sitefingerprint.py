@@ -22,6 +22,7 @@ from cohortseg.sitefingerprint import (
     intensity_summary,
     merge_fingerprints,
     merge_intensity,
+    read_site_fingerprints,
     site_fingerprint,
     summary_percentile,
 )
@@ -232,3 +233,17 @@ def test_the_plan_script_merges_site_fingerprints_without_any_image(site_subject
 
     assert read_json(tmp_path / "plan.json") == make_plan(merge_fingerprints(fps), plan_config)
     assert read_json(tmp_path / "fingerprint.json")["sites"] == {"north": 3, "south": 2, "west": 2}
+
+
+def test_the_coordinator_reads_fingerprints_named_by_their_site(tmp_path):
+    write_json(tmp_path / "results" / "sites" / "north" / "fingerprint.json", {"n_subjects": 2})
+    write_json(tmp_path / "inbox" / "south.json", {"n_subjects": 3})
+    got = read_site_fingerprints(
+        [tmp_path / "results/sites/north/fingerprint.json", tmp_path / "inbox/south.json"]
+    )
+    assert got == {"north": {"n_subjects": 2}, "south": {"n_subjects": 3}}
+    write_json(tmp_path / "north.json", {"n_subjects": 2})
+    with pytest.raises(CohortsegError, match="two fingerprints of site 'north'"):
+        read_site_fingerprints(
+            [tmp_path / "results/sites/north/fingerprint.json", tmp_path / "north.json"]
+        )

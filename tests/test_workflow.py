@@ -310,6 +310,59 @@ def test_federated_shards_hold_one_site_each_and_write_into_its_folder(tmp_path)
     assert central.stage_output("preprocess", "00001") == "results/preprocessed/00001.tsv"
 
 
+def test_a_site_finds_its_own_shards_sites_and_the_coordinators_plan(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sites = ["south", "north", "south", "north", "east"]
+    splits = ["train", "train", "val", "val", "val"]  # east: no training subject
+    sheet.write_text(
+        "subject\timage\tlabel\tsplit\tsite\n"
+        + "".join(
+            f"s{k}\ts{k}.nii.gz\ts{k}_seg.nii.gz\t{split}\t{x}\n"
+            for k, (x, split) in enumerate(zip(sites, splits, strict=True))
+        )
+    )
+    config = default_config()
+    config.update(samples=str(sheet), shard_size=2)
+    assert wf.training_sites(wf.workflow_cohort(wf.cohort_config(config))) == []
+    assert wf.plan_input(config) == wf.PLAN
+    config["training"]["backend"] = "federated"
+    cohort = wf.workflow_cohort(wf.cohort_config(config))
+    assert wf.training_sites(cohort) == ["north", "south"]  # sites with patch stores
+    assert wf.site_stage_outputs(cohort, "patches", "south") == [
+        "results/sites/south/patches/00002.tsv"
+    ]
+    assert wf.site_stage_outputs(cohort, "preprocess", "east") == [
+        "results/sites/east/preprocessed/00000.tsv"
+    ]
+    assert wf.supernode_paths("north")["supernode.sh"] == (
+        "results/sites/north/federated/supernode.sh"
+    )
+    # at a site: the coordinator's plan, which must exist; not part of the training config
+    plan = tmp_path / "coordinator_plan.json"
+    config["federated"]["plan"] = str(plan)
+    with pytest.raises(CohortsegError, match="federated.plan: no file"):
+        wf.plan_input(config)
+    plan.write_text("{}")
+    assert wf.plan_input(config) == str(plan)
+    assert "plan" not in wf.training_config(config)["federated"]
+    config["training"]["backend"] = "single"
+    with pytest.raises(CohortsegError, match="training.backend: federated"):
+        wf.plan_input(config)
+
+
+def test_the_coordinators_plan_config_is_the_workflows_without_a_sheet():
+    defaults = wf.load_yaml(REPO / "config.yaml")
+    sites_file = {"training": {"backend": "federated"}, "plan": {"max_patch_size": [32] * 3}}
+    got = wf.coordinator_plan_config(defaults, sites_file)
+    # what the plan job of a site's workflow gets: a sheet's (cohort) preset over the defaults
+    from cohortseg.presets import apply_preset, merged
+
+    at_site = apply_preset(merged(defaults, {**sites_file, "samples": "x.tsv"}), defaults)
+    assert got == wf.plan_config(at_site)
+    assert got["plan"]["max_patch_size"] == [32, 32, 32]
+    assert got["model"]["name"] == "auto" != defaults["model"]["name"]  # the cohort preset
+
+
 def test_rule_threads_are_the_rules_cpus_per_task():
     assert wf.rule_threads(cluster(infer={"cpus_per_task": 6}), "infer") == 6
     assert wf.rule_threads(cluster(), "plan") == cluster()["rules"]["default"]["cpus_per_task"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -287,6 +288,58 @@ def prepare_sites(
             "plan": str((folder / "plan.json").resolve()),
         }
     return sites
+
+
+def supernode_script(site: str, values: Mapping[str, object]) -> str:
+    """The shell script a site's admin runs to start its SuperNode against the coordinator
+    (README "A real federation"): ``flower-supernode`` over TLS with the site's key, given
+    only the site's own files (``values``: its node config from :func:`prepare_sites`, less
+    ``site-index``). The coordinator's address, its CA certificate and the site's private key
+    come from the environment (``SUPERLINK``, ``CA``, ``KEY``, as
+    ``profiles/slurm/federation/supernode.sbatch`` takes them), and ``SITE_INDEX`` is the
+    site's position (from 0) in the coordinator's ``sites=`` list of ``flwr run``."""
+    files = node_config({k: v for k, v in values.items() if k != "site-index"})
+    index = '"site-index=${SITE_INDEX:?the position of this site, from 0, in the sites list}"'
+    node = shlex.quote(f'site="{site}" ') + index + shlex.quote(f" {files}")
+    return (
+        "#!/bin/sh\n"
+        f"# The SuperNode of site {site}: its own patch stores and validation subjects only.\n"
+        "# SUPERLINK=coordinator.example.org:9092 CA=ca.crt KEY=keys/site.key SITE_INDEX=0"
+        " sh supernode.sh\n"
+        "set -eu\n"
+        f"NODE_CONFIG={node}\n"
+        'exec flower-supernode --superlink "${SUPERLINK:?the coordinator host:port}"'
+        ' --root-certificates "${CA:?the CA certificate of the coordinator}"'
+        ' --auth-supernode-private-key "${KEY:?the private key of this site}"'
+        ' --node-config "$NODE_CONFIG"\n'
+    )
+
+
+def write_site_supernode(
+    cohort,
+    site: str,
+    stores: Sequence[str],
+    val: Sequence,
+    config: Mapping,
+    plan_path: str,
+) -> Path:
+    """At a site of a real federation: its SuperNode inputs (:func:`prepare_sites` with its
+    own ``stores`` and ``val`` subjects, into :func:`site_folder`) and ``supernode.sh``
+    (:func:`supernode_script`) beside them. Returns the script's path. Raises
+    ``CohortsegError`` when the site has no patch store (no training subject)."""
+    from cohortseg.io import write_text
+
+    site_of = {s.subject: s.site or DEFAULT_SITE for s in cohort.subjects}
+    own = [p for p in stores if site_of[Path(p).name.removesuffix(".h5")] == site]
+    if not own:
+        raise CohortsegError(
+            f"site {site} has no patch store: its SuperNode would have nothing to train on"
+            " (check the sample sheet's split and site columns)"
+        )
+    sites = prepare_sites(cohort, own, val, config, plan_path)
+    path = site_folder(site) / "federated" / "supernode.sh"
+    write_text(path, supernode_script(site, sites[site]))
+    return path
 
 
 def train_federated(

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
 from cohortseg.geometry import reorient, spacing_of
-from cohortseg.io import load_nifti
+from cohortseg.io import load_nifti, read_json
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +181,29 @@ def site_fingerprint(
         "shapes": [p[1] for p in pairs],
         "intensity": intensity,
     }
+
+
+def site_of_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The site a fingerprint file is of: ``{site}`` of ``…/{site}/fingerprint.json`` (the
+    workflow's ``results/sites/{site}/``), else the file's name less ``.json``
+    (``north.json``, as a site may send it)."""
+    p = Path(path)
+    return p.parent.name if p.name == "fingerprint.json" else p.name.removesuffix(".json")
+
+
+def read_site_fingerprints(paths: Iterable[str | os.PathLike[str]]) -> dict[str, dict]:
+    """Site (:func:`site_of_fingerprint`) → its fingerprint, read from ``paths``. Raises
+    ``CohortsegError`` when two files are of the same site."""
+    out: dict[str, dict] = {}
+    for path in paths:
+        site = site_of_fingerprint(path)
+        if site in out:
+            raise CohortsegError(
+                f"two fingerprints of site {site!r} ({path} and another): name each site's file"
+                " {site}.json or keep it in a folder named after the site"
+            )
+        out[site] = read_json(path)
+    return out
 
 
 def merge_fingerprints(sites: Mapping[str, Mapping] | Sequence[Mapping]) -> dict:

@@ -139,8 +139,31 @@ def training_config(config: Mapping) -> dict[str, Any]:
     inference = {k: config["inference"][k] for k in TRAINING_INFERENCE_KEYS}
     out = {"model": config["model"], "training": config["training"], "inference": inference}
     if config["training"]["backend"] == "federated":
-        out["federated"] = config["federated"]
+        # not federated.plan: which file holds the plan is the plan input's business
+        out["federated"] = {k: v for k, v in config["federated"].items() if k != "plan"}
     return out
+
+
+def plan_config(config: Mapping) -> dict[str, Any]:
+    """The config the plan job gets: the ``plan``, ``model`` and ``classes`` sections and
+    ``training.init_from`` as ``init_from``."""
+    return {
+        **{k: config[k] for k in ("plan", "model", "classes")},
+        "init_from": config["training"]["init_from"],
+    }
+
+
+def coordinator_plan_config(defaults: Mapping, overrides: Mapping) -> dict[str, Any]:
+    """:func:`plan_config` of a federation's coordinator, which has no sample sheet: the
+    workflow's config as the Snakefile makes it from ``defaults`` (``config.yaml``) and
+    ``overrides`` (the config file the sites run with), the ``cohort`` preset of a sheet
+    under ``training.preset: auto``."""
+    from cohortseg.presets import apply_preset, merged
+
+    config = merged(defaults, overrides)
+    if config.get("samples", "demo") == "demo":
+        config["samples"] = "the sites' sample sheets"  # not the demo: the sheet's preset
+    return plan_config(apply_preset(config, defaults))
 
 
 def cohort_config(config: Mapping) -> dict[str, Any]:
@@ -310,6 +333,28 @@ def plan_subjects(cohort: WorkflowCohort, fine_tuning: bool) -> list[str]:
     return [s for s in cohort.split_ids("train") if not (fine_tuning and s in cohort.corrections)]
 
 
+def plan_input(config: Mapping) -> str:
+    """The plan that preprocessing, patches and training follow: the coordinator's plan file
+    at a site of a real federation (``federated.plan``), else the plan job's :data:`PLAN`.
+
+    Raises ``CohortsegError`` when ``federated.plan`` is set without ``training.backend:
+    federated`` or names no file."""
+    path = config["federated"].get("plan")
+    if not path:
+        return PLAN
+    if not is_federated(config):
+        raise CohortsegError(
+            f"federated.plan ({path}) is the coordinator's plan of a federation: set"
+            " training.backend: federated too"
+        )
+    if not os.path.isfile(path):
+        raise CohortsegError(
+            f"federated.plan: no file {path}; give the plan.json the coordinator sent"
+            " (relative paths are from the working directory)"
+        )
+    return str(path)
+
+
 def is_federated(config: Mapping) -> bool:
     """Whether the run trains federated (``training.backend: federated``): then the plan is
     merged from the sites' fingerprints (:mod:`cohortseg.sitefingerprint`) and no job of the
@@ -447,6 +492,16 @@ def site_fingerprint_path(site: str) -> str:
     return f"{SITES_DIR}/{site}/fingerprint.json"
 
 
+#: A site's inputs of its SuperNode (``cohortseg.federation.prepare_sites``) and the script that
+#: starts it (:func:`cohortseg.federation.supernode_script`), in ``{SITES_DIR}/{site}/federated/``.
+SUPERNODE_FILES = ("stores.txt", "val.tsv", "config.json", "plan.json", "supernode.sh")
+
+
+def supernode_paths(site: str) -> dict[str, str]:
+    """A site's SuperNode inputs and start script, by name (:data:`SUPERNODE_FILES`)."""
+    return {name: f"{SITES_DIR}/{site}/federated/{name}" for name in SUPERNODE_FILES}
+
+
 def product_site(subject: Subject, site_shards: bool) -> str | None:
     """The site whose folder (``results/sites/{site}/``) holds a subject's preprocessed files
     and patch store when shards are by site (``training.backend: federated``), else ``None``."""
@@ -548,16 +603,45 @@ def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> lis
     return [cohort.stage_output(stage, shard) for shard in cohort.stage_shards(stage)]
 
 
-def training_inputs(config_or_cohort: Mapping | WorkflowCohort) -> tuple[list[str], list[Subject]]:
+def site_stage_outputs(cohort: WorkflowCohort, stage: str, site: str) -> list[str]:
+    """The outputs of the shard jobs of ``stage`` that are jobs of ``site`` (shards by site:
+    ``training.backend: federated``), in shard order."""
+    return [
+        cohort.stage_output(stage, shard)
+        for shard in cohort.stage_shards(stage)
+        if cohort.shard_site(shard) == site
+    ]
+
+
+def training_sites(cohort: WorkflowCohort) -> list[str]:
+    """The sites with training subjects (a patch shard) when shards are by site
+    (``training.backend: federated``), sorted; none otherwise."""
+    shards = cohort.stage_shards("patches")
+    return sorted({cohort.shard_site(k) for k in shards} - {None})
+
+
+def training_inputs(
+    config_or_cohort: Mapping | WorkflowCohort, site: str | None = None
+) -> tuple[list[str], list[Subject]]:
     """What training reads, from the shard manifests (which list what was actually made, so
     invalid subjects left out under ``on_invalid: skip`` are not there): the patch stores, and
-    the preprocessed validation subjects (``image``, ``label`` on the plan's grid)."""
-    stores = [
-        r["store"] for path in stage_outputs(config_or_cohort, "patches") for r in read_tsv(path)
-    ]
+    the preprocessed validation subjects (``image``, ``label`` on the plan's grid); with
+    ``site``, that site's only (:func:`site_stage_outputs`)."""
+    cohort = (
+        config_or_cohort
+        if isinstance(config_or_cohort, WorkflowCohort)
+        else workflow_cohort(config_or_cohort)
+    )
+
+    def manifests(stage: str) -> list[str]:
+        if site is None:
+            return stage_outputs(cohort, stage)
+        return site_stage_outputs(cohort, stage, site)
+
+    stores = [r["store"] for path in manifests("patches") for r in read_tsv(path)]
     val = [
         Subject(r["subject"], r["image"], r["label"], r["split"])
-        for path in stage_outputs(config_or_cohort, "preprocess")
+        for path in manifests("preprocess")
         for r in read_tsv(path)
         if r["split"] == "val"
     ]

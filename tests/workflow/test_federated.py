@@ -2,12 +2,18 @@
 `site` column) is planned from the sites' fingerprints, preprocessed and cut into patches by
 jobs of each site into its folder, trains by Flower rounds between a SuperLink and one
 SuperNode per site started by the train job, and the rest of the pipeline runs unchanged on the
-global model."""
+global model. Then a hospital's own part alone: in a working directory of its own with a sheet of
+its subjects only, its fingerprint, then its patch stores with the coordinator's plan (merged
+from the fingerprint files alone) and its SuperNode inputs."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -15,7 +21,7 @@ from cohortseg.cohort import Subject
 from cohortseg.io import read_json, read_tsv, save_nifti
 from cohortseg.phantoms import demo_phantom
 from cohortseg.plan import fingerprint, make_plan
-from tests.conftest import default_config
+from tests.conftest import REPO, default_config
 from tests.test_sitefingerprint import foreground_voxels, percentile_bound
 from tests.workflow.conftest import snakemake
 from tests.workflow.test_invalid_input import FAST
@@ -70,6 +76,61 @@ def test_federated_backend_trains_by_rounds_between_sites(tmp_path):
     assert not (work / "results" / "patches").exists()
     assert len(read_tsv(work / "results" / "metrics.tsv")) == 8
     check_federated_plan(sheet, work)
+    check_one_site_alone(sheet, work, tmp_path)
+
+
+def check_one_site_alone(sheet, work, tmp_path):
+    """Hospital north runs its own part in its own working directory on a sheet of its own
+    subjects: its fingerprint (`snakemake results/sites/north/fingerprint.json`), then, with
+    the plan the coordinator merged from the sites' fingerprint files without any sample
+    sheet (scripts/plan.py), `snakemake site`: its patch stores, the same as the one-machine
+    run's (the same plan hash and patches), and its SuperNode inputs, running only its own
+    jobs."""
+    rows = sheet.read_text().splitlines()
+    north_sheet = sheet.parent / "north.tsv"
+    north_sheet.write_text("\n".join([rows[0], *[r for r in rows if r.endswith("north")]]) + "\n")
+    site = tmp_path / "north"
+    config = ["--cores", "2", "--config", f"samples={north_sheet}"]
+    config += ["training={backend: federated}", "federated={rounds: 1, local_steps: 2}"]
+    fingerprint = "results/sites/north/fingerprint.json"
+    snakemake(site, fingerprint, *config, *FAST)
+    assert read_json(site / fingerprint) == read_json(work / fingerprint)
+    assert not (site / "logs" / "preprocess").exists()  # the fingerprint only
+
+    coordinator = tmp_path / "coordinator"  # no sample sheet, no image: the two files sent
+    coordinator.mkdir()
+    (coordinator / "fed.yaml").write_text(
+        "training: {preset: demo}\nplan: {max_patch_size: [32, 32, 32]}\n"  # as FAST
+    )
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plan.py"), "--configfile", "fed.yaml"]
+        + ["--site-fingerprints", str(site / fingerprint)]
+        + [str(work / "results/sites/south/fingerprint.json")]
+        + ["--fingerprint", "fingerprint.json", "--plan", "plan.json"],
+        cwd=coordinator,
+        check=True,
+    )
+    plan = read_json(coordinator / "plan.json")
+    assert plan == read_json(work / "results" / "plan" / "plan.json")
+
+    shutil.copyfile(coordinator / "plan.json", site / "coordinator_plan.json")
+    config[-1] = "federated={rounds: 1, local_steps: 2, plan: coordinator_plan.json}"
+    snakemake(site, "site", *config, *FAST)
+    assert not (site / "results" / "plan").exists() and not (site / "logs" / "train.log").exists()
+    here, there = (p / "results/sites/north/patches" for p in (site, work))
+    assert sorted(p.name for p in here.glob("*.h5")) == ["sub-0.h5", "sub-1.h5"]
+    for store in here.glob("*.h5"):
+        with h5py.File(store) as a, h5py.File(there / store.name) as b:
+            assert a.attrs["plan_hash"] == b.attrs["plan_hash"] == plan["hash"]
+            assert sorted(a) == sorted(b)
+            for name in a:
+                assert np.array_equal(a[name][()], b[name][()]), (store.name, name)
+    federated = site / "results" / "sites" / "north" / "federated"
+    assert (federated / "stores.txt").read_text().count(".h5") == 2
+    assert [r["subject"] for r in read_tsv(federated / "val.tsv")] == ["sub-2"]
+    assert read_json(federated / "plan.json") == plan
+    script = (federated / "supernode.sh").read_text()
+    assert f'stores="{federated / "stores.txt"}"' in script and "flower-supernode" in script
 
 
 def check_federated_plan(sheet, work):

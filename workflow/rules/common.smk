@@ -43,6 +43,9 @@ try:
         config["training"]["init_from"], TRAIN_HASH, bool(COHORT.corrections)
     )
     INFERENCE_MODEL = versions.inference_checkpoint(config["model_version"])
+    # the plan that preprocessing, patches and training follow: at a site of a real federation
+    # the coordinator's (federated.plan), else the plan job's
+    PLAN_INPUT = wf.plan_input(config)
 except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 
@@ -60,6 +63,8 @@ PLAN_SITES = wf.plan_subjects_by_site(COHORT, fine_tuning=INIT_FROM is not None)
 SITE_FINGERPRINTS = (
     [wf.site_fingerprint_path(site) for site in PLAN_SITES] if FEDERATED else []
 )
+# the sites whose SuperNode inputs the `site` target makes (train.smk): those with patch stores
+TRAINING_SITES = wf.training_sites(COHORT)
 # a shard of a site's stage (wf.SITE_STAGES) writes into its site's folder when federated
 SITE = "{site}" if FEDERATED else None
 # stage -> {shard id: members of the stage's splits}, shards without any left out
@@ -98,6 +103,11 @@ def script(name):
 segmentation = wf.segmentation_path
 inference_manifest = wf.inference_manifest_path
 meshes_manifest = wf.meshes_manifest_path
+
+
+def site_outputs(stage):
+    """Input function: the outputs of the job's site's shard jobs of a stage."""
+    return lambda w: wf.site_stage_outputs(COHORT, stage, w.site)
 
 
 def stage_outputs(stage):

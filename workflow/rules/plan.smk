@@ -66,12 +66,7 @@ rule plan:
         script=script("plan.py"),
         members=PLAN_SUBJECTS,
         cohort=COHORT_JSON,
-        config=as_json(
-            {
-                **{k: config[k] for k in ("plan", "model", "classes")},
-                "init_from": config["training"]["init_from"],
-            }
-        ),
+        config=as_json(wf.plan_config(config)),
     shell:
         "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
         " --config {params.config} --site-fingerprints {input.sites}"

@@ -12,7 +12,7 @@ rule preprocess:
     input:
         images=member_files("preprocess", "image"),
         labels=member_files("preprocess", "label"),
-        plan=PLAN,
+        plan=PLAN_INPUT,
         validated=wf.validation_shard_path("{shard}"),
         incomplete=incomplete_marker("preprocess", "image", "label", "geometry"),
     output:
@@ -41,7 +41,7 @@ rule preprocess:
 rule patches:
     input:
         preprocessed=wf.preprocessed_manifest_path("{shard}", SITE),
-        plan=PLAN,
+        plan=PLAN_INPUT,
         incomplete=incomplete_marker("patches", "store"),
         damaged=damaged_store_marker,
     output:

@@ -9,7 +9,7 @@
 
 rule train:
     input:
-        plan=PLAN,
+        plan=PLAN_INPUT,
         stores=stage_outputs("patches"),
         val=[
             COHORT.stage_output("preprocess", shard)
@@ -45,3 +45,43 @@ rule train:
         "{params.launch} python {params.script} --plan {input.plan} --cohort {params.cohort}"
         " --config {params.config} --out-dir {params.out_dir}"
         " --checkpoint-dir {params.checkpoint_dir} {params.init_from} > {log} 2>&1"
+
+
+# At a site of a real federation (README "A real federation"): the site's SuperNode inputs
+# (its patch stores' list, its preprocessed validation subjects, the training config and the
+# plan, by default the coordinator's: federated.plan) and supernode.sh, the command its admin
+# runs; `snakemake site` makes them for every site of the sheet, running only the site's own
+# jobs (validation, preprocessing, patches). The train job writes the same inputs itself.
+
+
+rule supernode_inputs:
+    input:
+        plan=PLAN_INPUT,
+        stores=site_outputs("patches"),
+        val=site_outputs("preprocess"),
+    output:
+        stores=wf.supernode_paths("{site}")["stores.txt"],
+        val=wf.supernode_paths("{site}")["val.tsv"],
+        config=wf.supernode_paths("{site}")["config.json"],
+        plan=wf.supernode_paths("{site}")["plan.json"],
+        script=wf.supernode_paths("{site}")["supernode.sh"],
+    log:
+        "logs/supernode_inputs/{site}.log",
+    conda:
+        "../../envs/cohortseg.yaml"
+    container:
+        CONTAINER
+    resources:
+        **cluster_resources("supernode_inputs"),
+    params:
+        script=script("supernode_inputs.py"),
+        cohort=COHORT_JSON,
+        config=as_json(wf.training_config(config)),
+    shell:
+        "python {params.script} --cohort {params.cohort} --site {wildcards.site}"
+        " --config {params.config} --plan {input.plan} > {log} 2>&1"
+
+
+rule site:
+    input:
+        [wf.supernode_paths(site)["supernode.sh"] for site in TRAINING_SITES],
