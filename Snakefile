@@ -50,6 +50,7 @@ localrules:
     model_version,
     summarise,
     stats_summary,
+    supernode_inputs,
 
 
 rule all:
