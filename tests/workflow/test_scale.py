@@ -30,10 +30,13 @@ def deep_dir(root: Path, length: int) -> Path:
     return path
 
 
-def write_sheet(root: Path, n_train: int, n_test: int, n_infer: int, files: bool) -> Path:
-    """A sample sheet of subjects with ~440-character paths; with ``files``, tiny phantoms
-    (16×16×10 voxels) written there (else empty placeholders, enough for a dry run)."""
-    folder = deep_dir(root, 440)
+def write_sheet(
+    root: Path, n_train: int, n_test: int, n_infer: int, files: bool, path_length: int = 440
+) -> Path:
+    """A sample sheet of subjects with paths of about ``path_length`` characters; with
+    ``files``, tiny phantoms (16×16×10 voxels) written there (else empty placeholders, enough
+    for a dry run)."""
+    folder = deep_dir(root, path_length)
     folder.mkdir(parents=True)
     rows = ["subject\timage\tlabel\tsplit"]
     splits = ["train"] * n_train + ["val"] + ["test"] * n_test + ["infer"] * n_infer
@@ -81,7 +84,10 @@ FAST = [
 
 
 def test_a_cohort_whose_training_paths_exceed_128_kib_runs(tmp_path):
-    sheet = write_sheet(tmp_path / "data", n_train=170, n_test=2, n_infer=0, files=True)
+    # paths of ~3,500 characters (PATH_MAX is 4,096): 24 training subjects pass 128 KiB
+    sheet = write_sheet(
+        tmp_path / "data", n_train=24, n_test=2, n_infer=0, files=True, path_length=3500
+    )
     train_paths = [
         r["image"] + r["label"] for r in read_tsv(sheet) if r["split"] in ("train", "val")
     ]
@@ -90,9 +96,9 @@ def test_a_cohort_whose_training_paths_exceed_128_kib_runs(tmp_path):
     # up to the metrics: the report's extras add nothing to what this checks
     snakemake(work, "results/metrics.tsv", "--cores", "2", "--config", f"samples={sheet}", *FAST)
     stores = [r for m in (work / "results" / "patches").glob("*.tsv") for r in read_tsv(m)]
-    assert len(stores) == 170
+    assert len(stores) == 24
     metrics = read_tsv(work / "results" / "metrics.tsv")
-    assert sorted(r["subject"] for r in metrics) == ["s00171", "s00172"]
+    assert sorted(r["subject"] for r in metrics) == ["s00025", "s00026"]
     # a sample sheet's default network: the plan's (training.preset auto → cohort)
     plan = json.loads((work / "results" / "plan" / "plan.json").read_text())
     assert plan["network"]["strides"][0] == [1, 1, 1]
