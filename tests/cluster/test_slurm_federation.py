@@ -140,5 +140,15 @@ def test_superlink_and_supernode_run_as_slurm_jobs_and_train_a_round(
         log = (site / f"slurm-{jobs[1]}.out").read_text()
         assert "SuperNode ID" in log, log[-2000:]
     finally:
-        if jobs:
+        if jobs:  # cancelled and gone before the next cluster test starts
             subprocess.run(["scancel", *jobs], check=False)
+            deadline = time.monotonic() + 120
+            while (
+                time.monotonic() < deadline
+                and subprocess.run(
+                    ["squeue", "-h", "-j", ",".join(jobs), "-t", "PD,R,CG,CF"],
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+            ):
+                time.sleep(1)

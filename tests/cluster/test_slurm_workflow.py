@@ -37,7 +37,9 @@ def cluster_is_up() -> bool:
     if shutil.which("sinfo") is None:
         return False
     proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    return proc.returncode == 0 and any(s in proc.stdout for s in ("idle", "mixed", "alloc"))
+    # "completing": a node still cleaning up after a job (e.g. another test's) answers too
+    states = ("idle", "mixed", "alloc", "completing")
+    return proc.returncode == 0 and any(s in proc.stdout for s in states)
 
 
 @pytest.fixture(scope="module")
