@@ -65,9 +65,10 @@ def slurm_run(tmp_path_factory):
         "--slurm-status-command",
         "squeue",
         # the plugin waits this long before its first status check and 10 s more after each
-        # check that finds nothing finished: 1 s catches a test's short jobs soonest
+        # check that finds nothing finished: with 5 s, checks at 5 and 20 s catch this test's
+        # jobs (10-20 s each with the SLURM start) in 20 s; with 1 s, at 1, 12 and 33 s
         "--slurm-init-seconds-before-status-checks",
-        "1",
+        "5",
         # room for every job that is ready after training (the inference shards, calibration,
         # robustness, the model version), so that the inference shards go as one array
         "--jobs",
