@@ -51,6 +51,7 @@ localrules:
     summarise,
     stats_summary,
     supernode_inputs,
+    run_config,
 
 
 rule all:

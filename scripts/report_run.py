@@ -4,7 +4,7 @@ configuration."""
 
 import argparse
 
-from cohortseg.cli import json_arg, run
+from cohortseg.cli import run
 from cohortseg.io import read_json, read_tsv, write_text, write_tsv
 from cohortseg.report import plot_runtimes, read_benchmarks, run_page
 
@@ -13,7 +13,9 @@ RUNTIME_COLUMNS = ["rule", "jobs", "total_s", "mean_s", "max_s", "cpu_s", "max_r
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", type=json_arg, required=True, help="the run's config (JSON)")
+    parser.add_argument(
+        "--config", required=True, help="results/report/config.json: the run's config as shown"
+    )
     parser.add_argument("--plan", required=True, help="results/plan/plan.json")
     parser.add_argument("--stats-summary", required=True, help="results/stats_summary.json")
     parser.add_argument("--calibration", required=True, help="results/calibration.json")
@@ -28,7 +30,7 @@ def main() -> None:
     write_tsv(args.runtimes, runtimes, RUNTIME_COLUMNS)
     plot_runtimes(runtimes, args.runtimes_plot)
     page = run_page(
-        args.config,
+        read_json(args.config),
         read_json(args.plan),
         summary["progress"],
         summary["review"],

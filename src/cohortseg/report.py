@@ -410,6 +410,17 @@ def network_rows(network: Mapping) -> list[dict]:
     ]
 
 
+def shown_config(config: Mapping) -> dict:
+    """The run's configuration as the report shows it: the sample sheet's path as
+    :func:`cohortseg.redact.show_path` shows it (redacted in pseudonymised runs)."""
+    from cohortseg.redact import show_path
+
+    shown = {**config}
+    if shown.get("samples", "demo") != "demo":
+        shown["samples"] = show_path(shown["samples"], "sample sheet")
+    return shown
+
+
 def run_page(
     config: Mapping,
     plan: Mapping,
@@ -425,11 +436,7 @@ def run_page(
     time per rule, the plan and the configuration."""
     import yaml
 
-    from cohortseg.redact import show_path
-
-    shown_config = {**config}
-    if shown_config.get("samples", "demo") != "demo":
-        shown_config["samples"] = show_path(shown_config["samples"], "sample sheet")
+    shown = shown_config(config)
     skipped = progress.get("skipped_by_reason", {})
     progress_rows = [{"subjects": k, "count": progress[k]} for k in PROGRESS if k in progress]
     progress_rows += [{"subjects": f"skipped: {k}", "count": v} for k, v in skipped.items()]
@@ -494,7 +501,7 @@ def run_page(
             ),
             (
                 "Configuration (as run, overrides included)",
-                f"<pre>{html.escape(yaml.safe_dump(shown_config, sort_keys=False))}</pre>",
+                f"<pre>{html.escape(yaml.safe_dump(shown, sort_keys=False))}</pre>",
             ),
         ],
     )

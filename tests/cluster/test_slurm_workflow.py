@@ -99,6 +99,7 @@ LOCAL = (
     "model_version",
     "summarise",
     "stats_summary",
+    "run_config",
 )
 
 

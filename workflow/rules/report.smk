@@ -1,6 +1,7 @@
 # What users look at: QC montages and the pages and figures that `snakemake --report
 # results/report.html` gathers (outputs marked report(), captions in workflow/report/).
-from cohortseg.io import read_json
+from cohortseg.io import read_json, write_json
+from cohortseg.report import shown_config
 
 
 report: "../report/workflow.rst"
@@ -214,8 +215,21 @@ rule robustness:
 
 
 # Last: its run-time table reads the benchmark files of every job before it.
+rule run_config:
+    """The run's configuration as the report shows it (sample sheet path redacted in
+    pseudonymised runs), written here rather than passed on a command line that would grow
+    with every configuration section."""
+    output:
+        "results/report/config.json",
+    params:
+        config=config,
+    run:
+        write_json(output[0], shown_config(params.config))
+
+
 rule report_run:
     input:
+        config=rules.run_config.output[0],
         curve=report(
             "results/model/learning_curve.png",
             caption="../report/learning_curve.rst",
@@ -254,9 +268,8 @@ rule report_run:
         **cluster_resources("report_run"),
     params:
         script=script("report_run.py"),
-        config=as_json(config),
     shell:
-        "python {params.script} --config {params.config} --plan {input.plan}"
+        "python {params.script} --config {input.config} --plan {input.plan}"
         " --stats-summary {input.stats_summary} --calibration {input.calibration}"
         " --versions {input.versions}"
         " --benchmarks logs/benchmarks"
