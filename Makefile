@@ -32,7 +32,7 @@ install-horovod: $(VENV)/.horovod
 install-monailabel: .venv-monailabel/.installed
 
 test: install $(VENV)/.horovod
-	python -m pytest -ra --durations=25
+	tests/run.sh
 
 lint: install
 	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +37,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to ``process``'s process group (the process, started in a session of its
+    own, and what it started: a SuperNode's SuperExec and ClientApp processes, which would
+    otherwise finish their round's training after the SuperNode stopped)."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:  # the whole group is gone
+        pass
+
+
+def _stop_groups(processes: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
+    """SIGTERM to every process group of ``processes``, then SIGKILL to the groups of those
+    still running after ``timeout_s`` seconds."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(process, signal.SIGKILL)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, what: str) -> None:
@@ -161,6 +185,7 @@ def local_federation(
             stderr=subprocess.STDOUT,
             env=env,
             cwd=work,
+            start_new_session=True,  # its group: the processes it starts stop with it
         )
         _wait_for_port(port, processes["superlink"], timeout_s, "flower-superlink")
         write_connection(env["FLWR_HOME"], address, ca)
@@ -178,6 +203,7 @@ def local_federation(
                 stderr=subprocess.STDOUT,
                 env={**env, "FLWR_HOME": str(site_work / f"flwr-{site}")},
                 cwd=site_work,
+                start_new_session=True,  # with its SuperExec and ClientApp processes
             )
         yield {
             "address": address,
@@ -186,14 +212,7 @@ def local_federation(
             "processes": processes,
         }
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop_groups(list(processes.values()))
         for handle in handles:
             handle.close()
 

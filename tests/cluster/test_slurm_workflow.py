@@ -80,8 +80,10 @@ def slurm_run(tmp_path_factory):
         # the report's extras on few subjects: what this test checks is where jobs ran
         "report={robustness_subjects: 1, robustness_strengths: [1.0], qc_sample: 2, qc_worst: 1,"
         " qc_unusual: 1}",
-        # a command-line --config replaces the profile's `config:` entry, so it repeats it
-        "training={launcher: srun, backend: ddp}",
+        # a command-line --config replaces the profile's `config:` entry, so it repeats it;
+        # a few steps: what this test checks is where and how jobs ran (the demo's accuracy is
+        # tests/workflow/test_demo_pipeline.py's)
+        "training={launcher: srun, backend: ddp, epochs: 2, steps_per_epoch: 3}",
     )
     return workdir, proc.stdout + proc.stderr
 
@@ -146,6 +148,8 @@ def test_every_job_ran_as_a_slurm_job_and_the_shards_as_job_arrays(slurm_run):
 
 
 def test_results_pass_the_local_checks(slurm_run):
+    """Every subject segmented on its own grid and the test split evaluated (a few training
+    steps: the Dice figures are finite, not high)."""
     workdir, _ = slurm_run
     for s in demo_subjects(DEMO):
         image = nib.load(workdir / s.image)
@@ -153,8 +157,9 @@ def test_results_pass_the_local_checks(slurm_run):
         assert seg.shape == image.shape
         np.testing.assert_allclose(seg.affine, image.affine, atol=1e-5)
     rows = [r for r in read_tsv(workdir / "results" / "metrics.tsv") if r["split"] == "test"]
+    assert len(rows) == DEMO["subjects_per_split"]["test"]
     for c in ("organ", "shell", "tube"):
-        assert np.mean([float(r[f"dice_{c}"]) for r in rows]) >= 0.80, c
+        assert all(0.0 <= float(r[f"dice_{c}"]) <= 1.0 for r in rows), c
 
 
 def test_training_ran_under_srun_with_its_tasks(slurm_run):
