@@ -20,12 +20,15 @@ from test_train import CONFIG, make_inputs
 from cohortseg.credentials import write_node_keys, write_tls_certificates
 from cohortseg.errors import CohortsegError
 from cohortseg.federated import (
+    agreed_settings,
+    check_agreement,
     dropped_sites,
     initial_state,
     local_round,
     resume_point,
     resume_site_optimizer,
     save_global,
+    site_position,
 )
 from cohortseg.federation import free_port, local_federation, node_config, run_app
 from cohortseg.models import build_network, load_model
@@ -137,6 +140,27 @@ def test_a_round_names_the_sites_that_dropped_out_and_needs_min_sites():
     )
 
 
+def test_a_site_is_known_by_its_name_in_the_coordinators_list():
+    assert site_position("south", "north,south") == 1
+    with pytest.raises(CohortsegError) as caught:
+        site_position("west", "north,south")
+    assert "site 'west'" in str(caught.value) and "north, south" in str(caught.value)
+
+
+def test_a_site_whose_settings_differ_from_the_coordinators_is_refused_naming_them():
+    coordinator = agreed_settings(CONFIG)
+    check_agreement("north", agreed_settings(json.loads(json.dumps(CONFIG))), coordinator)
+    # the device may differ (a site with a GPU); the learning rate and the classes may not
+    other = {**CONFIG, "classes": ["organ"]}
+    other["training"] = {**CONFIG["training"], "learning_rate": 0.5, "device": "cuda"}
+    with pytest.raises(CohortsegError) as caught:
+        check_agreement("north", agreed_settings(other), coordinator)
+    message = str(caught.value)
+    assert message.startswith("site north: its config differs from the coordinator's in classes")
+    assert f"training.learning_rate (0.5 here, {CONFIG['training']['learning_rate']}" in message
+    assert "device" not in message
+
+
 @pytest.mark.slow
 def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
     tmp_path, phantom_files, small_plan
@@ -167,7 +191,6 @@ def test_two_sites_train_rounds_through_real_flower_processes_and_stay_apart(
         (folder / "config.json").write_text(json.dumps(CONFIG))
         (folder / "plan.json").write_text(json.dumps(small_plan))
         sites[site] = {
-            "site-index": len(sites),
             "stores": str(folder / "stores.txt"),
             "config": str(folder / "config.json"),
             "plan": str(folder / "plan.json"),

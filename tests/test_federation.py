@@ -16,14 +16,14 @@ from cohortseg.workflow import WorkflowCohort
 
 
 def test_supernode_script_starts_flower_with_only_the_sites_files(tmp_path):
-    values = {"site-index": 0, "stores": "/data/fed dir/stores.txt", "val": "/data/val.tsv"}
+    values = {"stores": "/data/fed dir/stores.txt", "val": "/data/val.tsv"}
     script = tmp_path / "supernode.sh"
     script.write_text(supernode_script("north", values))
     # stand-in flower-supernode that prints its arguments, one a line
     (tmp_path / "flower-supernode").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
     os.chmod(tmp_path / "flower-supernode", 0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "SUPERLINK": "coord:9092", "CA": "ca.crt"}
-    env |= {"KEY": "keys/north.key", "SITE_INDEX": "2"}
+    env |= {"KEY": "keys/north.key"}
     out = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [
         "--superlink",
@@ -33,12 +33,12 @@ def test_supernode_script_starts_flower_with_only_the_sites_files(tmp_path):
         "--auth-supernode-private-key",
         "keys/north.key",
         "--node-config",
-        'site="north" site-index=2 stores="/data/fed dir/stores.txt" val="/data/val.tsv"',
+        'site="north" stores="/data/fed dir/stores.txt" val="/data/val.tsv"',
     ]
-    # without the site's position in the coordinator's list it says what is missing
-    del env["SITE_INDEX"]
+    # without the site's key it says what is missing
+    del env["KEY"]
     proc = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
-    assert proc.returncode != 0 and "SITE_INDEX" in proc.stderr
+    assert proc.returncode != 0 and "private key" in proc.stderr
     assert shlex.split(supernode_script("a", values).splitlines()[-1])[0] == "exec"
 
 

@@ -5,6 +5,7 @@ format inference reads (:func:`cohortseg.models.load_model`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,72 @@ def site_validation_dice(
         "val-dice-mean": float(sum(dice) / len(dice)),
         **{f"val-dice-{c}": float(d) for c, d in zip(classes, dice, strict=True)},
     }
+
+
+# What every site must train with for the rounds to be one training: the classes, the network
+# and the optimisation (not the device or its precision, which follow each site's hardware).
+AGREED_KEYS = (
+    "classes",
+    "model",
+    "training.optimizer",
+    "training.learning_rate",
+    "training.weight_decay",
+    "training.batch_size",
+    "training.augmentation",
+    "training.seed",
+)
+
+
+def agreed_settings(config: Mapping) -> dict:
+    """The values of :data:`AGREED_KEYS` (dotted paths) in ``config``."""
+    values = {}
+    for key in AGREED_KEYS:
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        values[key] = value
+    return values
+
+
+def check_agreement(site: str, own: Mapping, coordinator: Mapping) -> None:
+    """Check that a site's settings (``own``, :func:`agreed_settings` of its ``config.json``)
+    are the coordinator's, which every round's message carries.
+
+    Raises
+    ------
+    CohortsegError
+        Naming every key that differs, with both values.
+    """
+    differ = [
+        f"{k} ({json.dumps(own.get(k))} here, {json.dumps(coordinator.get(k))} at the coordinator)"
+        for k in sorted(set(own) | set(coordinator))
+        if own.get(k) != coordinator.get(k)
+    ]
+    if differ:
+        raise CohortsegError(
+            f"site {site}: its config differs from the coordinator's in {'; '.join(differ)}."
+            " Every site trains with the federation's shared settings: make the site's"
+            " results/sites/{site}/federated/config.json with the same fed.yaml"
+        )
+
+
+def site_position(site: str, sites: str) -> int:
+    """``site``'s position (from 0) in the coordinator's comma-separated ``sites`` list, which
+    every round's message carries: how a site's replies are told apart from the others'.
+
+    Raises
+    ------
+    CohortsegError
+        If ``site`` (a SuperNode's node config ``site``) is not in the list.
+    """
+    names = [s for s in sites.split(",") if s]
+    if site not in names:
+        raise CohortsegError(
+            f"site {site!r} (this SuperNode's node config `site`) is not one of the"
+            f" coordinator's sites: {', '.join(names) or 'none'}; start the SuperNode with the"
+            " site name the coordinator's `sites=` lists"
+        )
+    return names.index(site)
 
 
 def dropped_sites(sites: Sequence[str], replied: Sequence[str], min_sites: int) -> list[str]:

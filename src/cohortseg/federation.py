@@ -280,7 +280,7 @@ def prepare_sites(
     for store in stores:
         by_site.setdefault(site_of[Path(store).name.removesuffix(".h5")], []).append(store)
     sites = {}
-    for index, site in enumerate(sorted(by_site)):
+    for site in sorted(by_site):
         folder = site_folder(site) / "federated"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "stores.txt").write_text(
@@ -300,7 +300,6 @@ def prepare_sites(
         write_json(folder / "config.json", dict(config))
         write_json(folder / "plan.json", read_json(plan_path))
         sites[site] = {
-            "site-index": index,
             "stores": str((folder / "stores.txt").resolve()),
             "val": str((folder / "val.tsv").resolve()),
             "config": str((folder / "config.json").resolve()),
@@ -312,19 +311,16 @@ def prepare_sites(
 def supernode_script(site: str, values: Mapping[str, object]) -> str:
     """The shell script a site's admin runs to start its SuperNode against the coordinator
     (README "A real federation"): ``flower-supernode`` over TLS with the site's key, given
-    only the site's own files (``values``: its node config from :func:`prepare_sites`, less
-    ``site-index``). The coordinator's address, its CA certificate and the site's private key
-    come from the environment (``SUPERLINK``, ``CA``, ``KEY``, as
-    ``profiles/slurm/federation/supernode.sbatch`` takes them), and ``SITE_INDEX`` is the
-    site's position (from 0) in the coordinator's ``sites=`` list of ``flwr run``."""
-    files = node_config({k: v for k, v in values.items() if k != "site-index"})
-    index = '"site-index=${SITE_INDEX:?the position of this site, from 0, in the sites list}"'
-    node = shlex.quote(f'site="{site}" ') + index + shlex.quote(f" {files}")
+    only the site's own files (``values``: its node config from :func:`prepare_sites`). The
+    coordinator's address, its CA certificate and the site's private key come from the
+    environment (``SUPERLINK``, ``CA``, ``KEY``, as ``profiles/slurm/federation/supernode.sbatch``
+    takes them). The site is known by its name, which the coordinator's ``sites=`` list of
+    ``flwr run`` holds."""
+    node = shlex.quote(node_config({"site": site, **values}))
     return (
         "#!/bin/sh\n"
         f"# The SuperNode of site {site}: its own patch stores and validation subjects only.\n"
-        "# SUPERLINK=coordinator.example.org:9092 CA=ca.crt KEY=keys/site.key SITE_INDEX=0"
-        " sh supernode.sh\n"
+        "# SUPERLINK=coordinator.example.org:9092 CA=ca.crt KEY=keys/site.key sh supernode.sh\n"
         "set -eu\n"
         f"NODE_CONFIG={node}\n"
         'exec flower-supernode --superlink "${SUPERLINK:?the coordinator host:port}"'

@@ -11,6 +11,7 @@ no site touched another's files and the coordinator touched no patch store or im
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -24,12 +25,15 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cohortseg.errors import CohortsegError
 from cohortseg.federated import (
+    agreed_settings,
+    check_agreement,
     dropped_sites,
     initial_state,
     local_round,
     record_round,
     resume_point,
     save_global,
+    site_position,
     site_validation_dice,
 )
 from cohortseg.io import read_json
@@ -93,6 +97,8 @@ def coordinate(grid: Grid, context: Context) -> None:
         return MetricRecord({"round": done + server_round})
 
     train_config = {
+        "sites": ",".join(sites),  # each site finds its position in it
+        "agreed": json.dumps(agreed_settings(config)),  # each site checks its own against it
         "rounds": rounds,
         "round-offset": done,
         "local-steps": int(rc["local-steps"]),
@@ -109,6 +115,7 @@ def coordinate(grid: Grid, context: Context) -> None:
         initial_arrays=ArrayRecord(state),
         num_rounds=rounds - done,
         train_config=ConfigRecord(train_config),
+        evaluate_config=ConfigRecord({"sites": ",".join(sites)}),
         evaluate_fn=save,
     )
 
@@ -125,6 +132,9 @@ class _SiteAware:
 
     def aggregate_train(self, server_round: int, replies):
         replies = list(replies)
+        for m in replies:  # a ClientApp's exception: Flower's reply carries its message
+            if m.has_error():
+                log.warning("round %d: a site failed: %s", server_round, m.error.reason)
         replied = [
             self.sites[int(m.content["metrics"]["site-index"])]
             for m in replies
@@ -227,6 +237,7 @@ def site_round(msg: Message, context: Context) -> Message:
     record_opened_files(str(node.get("open-log", "")))
     cfg = msg.content["config"]
     config, plan = read_json(str(node["config"])), read_json(str(node["plan"]))
+    check_agreement(str(node["site"]), agreed_settings(config), json.loads(str(cfg["agreed"])))
     stores = [s for s in Path(str(node["stores"])).read_text().splitlines() if s]
     server_round = int(cfg["round-offset"]) + int(cfg["server-round"])
     # the site's own optimizer state, beside its stores' list (federated.keep_optimizer_state)
@@ -243,7 +254,7 @@ def site_round(msg: Message, context: Context) -> Message:
         float(cfg["proximal-mu"]),
         optimizer_path=optimizer_path,
     )
-    metrics["site-index"] = float(node["site-index"])
+    metrics["site-index"] = float(site_position(str(node["site"]), str(cfg["sites"])))
     log.info("site %s: round %d, %s", node.get("site", "?"), server_round, metrics)
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
@@ -259,5 +270,6 @@ def site_validation(msg: Message, context: Context) -> Message:
     metrics = site_validation_dice(
         msg.content["arrays"].to_torch_state_dict(), config, plan, str(node.get("val", ""))
     )
-    metrics["site-index"] = float(node["site-index"])
+    where = site_position(str(node["site"]), str(msg.content["config"]["sites"]))
+    metrics["site-index"] = float(where)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -101,7 +101,6 @@ def test_superlink_and_supernode_run_as_slurm_jobs_and_train_a_round(
         register_supernode(home, keys["public"])
         values = {
             "site": "north",
-            "site-index": 0,
             "stores": str(site / "stores.txt"),
             "config": str(site / "config.json"),
             "plan": str(site / "plan.json"),
