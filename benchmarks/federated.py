@@ -5,7 +5,8 @@ The demo's phantoms are split into three sites whose scanners differ: each site'
 scaled by its own intensity factor (1.0, 1.6 and 0.6), so the sites' data differ as hospitals'
 do. Both runs use the whole workflow on the same sample sheet:
 
-- central: ``training.backend: single``, ``epochs × steps_per_epoch`` steps on all sites' patches;
+- central: ``training.backend: single``, ``epochs × steps_per_epoch`` steps on all sites' patches,
+  validated every 3 epochs (as many validations as the federated run's rounds);
 - federated: ``training.backend: federated`` (a real SuperLink and one SuperNode per site on
   localhost), ``rounds × local_steps`` steps at each of the 3 sites, FedAvg by default — the
   same number of gradient steps in all, ``rounds × local_steps × 3 = epochs × steps_per_epoch``.
@@ -118,10 +119,13 @@ def main() -> None:
         common = {"samples": str(sheet), "report": LIGHT_REPORT}
         if args.tiny:
             common.update(patches={"per_subject": 6}, plan={"max_patch_size": [32, 32, 32]})
+        # validated as often as the federated model (every len(SITES) epochs: the same steps
+        # as one round), so that both choose their best checkpoint among as many
         central = {
             **common,
             "training": {"backend": "single", "epochs": len(SITES) * rounds,
-                         "steps_per_epoch": local_steps, "preset": "demo"},
+                         "steps_per_epoch": local_steps, "preset": "demo",
+                         "val_every": len(SITES)},
         }  # fmt: skip
         federated = {
             **common,

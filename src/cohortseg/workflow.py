@@ -416,7 +416,7 @@ def job_subjects(cohort: WorkflowCohort, stage: str, shard: str, on_invalid: str
         raise CohortsegError(f"shard {shard} is not a shard of this cohort ({len(cohort.shards)})")
     members = cohort.stage_shards(stage).get(shard, [])
     invalid = (
-        excluded_subjects(validation_shard_path(shard), on_invalid)
+        excluded_subjects(cohort.stage_output("validate", shard), on_invalid)
         if stage not in ("convert", "validate")
         else set()
     )
@@ -549,9 +549,11 @@ def patch_manifest_path(shard: str, site: str | None = None) -> str:
     return f"{root}/{shard}.tsv"
 
 
-def validation_shard_path(shard: str) -> str:
-    """A validation shard's problems (TSV)."""
-    return f"results/qc/validation/{shard}.tsv"
+def validation_shard_path(shard: str, site: str | None = None) -> str:
+    """A validation shard's problems (TSV; in its site's folder when ``site`` is given:
+    :meth:`WorkflowCohort.shard_site`)."""
+    root = f"{SITES_DIR}/{site}/qc/validation" if site else "results/qc/validation"
+    return f"{root}/{shard}.tsv"
 
 
 def uncertainty_shard_path(shard: str) -> str:
@@ -589,7 +591,7 @@ STAGE_OUTPUT = {
 }
 #: The stages whose shard jobs write into their site's folder when shards are by site
 #: (``training.backend: federated``).
-SITE_STAGES = ("preprocess", "patches")
+SITE_STAGES = ("validate", "preprocess", "patches")
 
 
 def stage_outputs(config_or_cohort: Mapping | WorkflowCohort, stage: str) -> list[str]:

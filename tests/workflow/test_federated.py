@@ -72,6 +72,12 @@ def test_federated_backend_trains_by_rounds_between_sites(tmp_path):
         train = {r["subject"] for r in rows if r["site"] == site and r["split"] == "train"}
         assert {p.stem for p in (folder / "patches").glob("*.h5")} == train
         assert all(str(folder / "patches") in line for line in stores.splitlines())
+        # its validation shards too
+        validated = {r["subject"] for t in (folder / "qc" / "validation").glob("*.tsv")
+                     for r in read_tsv(t)}  # fmt: skip
+        assert validated <= {r["subject"] for r in rows if r["site"] == site}
+        assert len(list((folder / "qc" / "validation").glob("*.tsv"))) >= 1
+    assert not (work / "results" / "qc" / "validation").exists()
     assert not (work / "results" / "preprocessed").exists()
     assert not (work / "results" / "patches").exists()
     assert len(read_tsv(work / "results" / "metrics.tsv")) == 8

@@ -11,7 +11,7 @@ rule infer:
     input:
         model=INFERENCE_MODEL,
         images=member_files("infer", "image"),
-        validated=wf.validation_shard_path("{shard}"),
+        validated=lambda w: COHORT.stage_output("validate", w.shard),
         incomplete=incomplete_marker("infer", "segmentation"),
         incomplete_maps=incomplete_marker(
             "infer", "uncertainty_map", table=wf.uncertainty_shard_path

@@ -13,7 +13,7 @@ rule preprocess:
         images=member_files("preprocess", "image"),
         labels=member_files("preprocess", "label"),
         plan=PLAN_INPUT,
-        validated=wf.validation_shard_path("{shard}"),
+        validated=wf.validation_shard_path("{shard}", SITE),
         incomplete=incomplete_marker("preprocess", "image", "label", "geometry"),
     output:
         wf.preprocessed_manifest_path("{shard}", SITE),

@@ -3,7 +3,9 @@
 # inputs because Snakemake 9 skips the timestamp check of every job downstream of a pending
 # ancient() input, so re-validating on each edit would stop an edited label from re-running its
 # preprocessing. A file edited later is checked where it is read (preprocess, infer: errors name
-# the subject and the file), or re-validated with -R validate.
+# the subject and the file), or re-validated with -R validate. With training.backend: federated
+# a shard holds one site's subjects and its table goes to results/sites/{site}/qc/validation/:
+# a job of that site.
 
 
 rule validate:
@@ -21,11 +23,11 @@ rule validate:
         ],
         converted=lambda w: converted(members("validate")(w), w.shard),
     output:
-        wf.validation_shard_path("{shard}"),
+        wf.validation_shard_path("{shard}", SITE),
     log:
-        "logs/validate/{shard}.log",
+        by_site("logs/validate/{shard}.log"),
     benchmark:
-        "logs/benchmarks/validate/{shard}.tsv"
+        by_site("logs/benchmarks/validate/{shard}.tsv")
     conda:
         "../../envs/cohortseg.yaml"
     container:
