@@ -10,7 +10,7 @@ import pytest
 
 from cohortseg.cohort import Subject
 from cohortseg.errors import CohortsegError
-from cohortseg.federation import supernode_script, write_site_supernode
+from cohortseg.federation import supernode_script, threads_per_site, write_site_supernode
 from cohortseg.io import read_json, read_tsv, write_json
 from cohortseg.workflow import WorkflowCohort
 
@@ -63,3 +63,10 @@ def test_a_site_writes_its_supernode_inputs_from_its_own_stores(tmp_path, monkey
     with pytest.raises(CohortsegError, match="site south has no patch store"):
         write_site_supernode(cohort, "south", ["st/a.h5"], val, config, "plan.json")
     assert not (tmp_path / "results" / "sites" / "south").exists()
+
+
+def test_sites_on_one_machine_share_its_threads():
+    assert threads_per_site(3, {"OMP_NUM_THREADS": "8"}) == 2
+    assert threads_per_site(3, {"OMP_NUM_THREADS": "2"}) == 1
+    assert threads_per_site(1, {"OMP_NUM_THREADS": "4"}) == 4
+    assert threads_per_site(2, {}) == max(1, len(os.sched_getaffinity(0)) // 2)

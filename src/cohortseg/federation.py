@@ -62,6 +62,16 @@ def _stop_groups(processes: list[subprocess.Popen], timeout_s: float = 15.0) -> 
         _signal_group(process, signal.SIGKILL)
 
 
+def threads_per_site(n_sites: int, environ: Mapping[str, str] = os.environ) -> int:
+    """CPU threads for each site's processes when ``n_sites`` SuperNodes share this machine:
+    the machine's (``OMP_NUM_THREADS`` if set, else the CPUs this process may run on) divided
+    among them, at least 1. Without it every site's ClientApp would start a thread per core
+    and the sites' threads would oversubscribe the cores: measured on 2 cores with 3 sites,
+    a 16-step round took 20–25 s instead of 3.5 s."""
+    available = int(environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)) or 1)
+    return max(1, available // max(1, n_sites))
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -162,7 +172,8 @@ def local_federation(
     (site → ``private``, ``public``: :func:`cohortseg.credentials.write_node_keys`); every
     site's public key is registered before its SuperNode starts, and only registered
     SuperNodes may connect. A site's SuperNode runs in ``site_workdirs[site]`` (its own
-    working directory, as at a hospital; default ``workdir``). Logs go to
+    working directory, as at a hospital; default ``workdir``), with the machine's CPU threads
+    shared among the sites (:func:`threads_per_site`). Logs go to
     ``workdir/superlink.log`` and ``{site's workdir}/supernode-{site}.log``."""
     work = Path(workdir).resolve()  # the processes run in it: FLWR_HOME must not be relative
     work.mkdir(parents=True, exist_ok=True)
@@ -170,6 +181,8 @@ def local_federation(
     # interpreter's bin directory first, as for the entry points started here
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "FLWR_HOME": str(work / "flwr"), "PATH": path}
+    threads = str(threads_per_site(len(sites)))
+    site_env = {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     port = free_port()
     address = f"{LOOPBACK}:{port}"
     ca = str(credentials["ca"]) if credentials is not None else None
@@ -201,7 +214,7 @@ def local_federation(
                 + ["--node-config", node_config({"site": site, **values})],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**env, "FLWR_HOME": str(site_work / f"flwr-{site}")},
+                env={**site_env, "FLWR_HOME": str(site_work / f"flwr-{site}")},
                 cwd=site_work,
                 start_new_session=True,  # with its SuperExec and ClientApp processes
             )

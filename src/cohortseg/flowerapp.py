@@ -235,6 +235,7 @@ def site_round(msg: Message, context: Context) -> Message:
     them, one per line; ``config``, ``plan``: JSON files the site holds)."""
     node = context.node_config
     record_opened_files(str(node.get("open-log", "")))
+    cpu_before, started = time.process_time(), time.monotonic()
     cfg = msg.content["config"]
     config, plan = read_json(str(node["config"])), read_json(str(node["plan"]))
     check_agreement(str(node["site"]), agreed_settings(config), json.loads(str(cfg["agreed"])))
@@ -255,7 +256,16 @@ def site_round(msg: Message, context: Context) -> Message:
         optimizer_path=optimizer_path,
     )
     metrics["site-index"] = float(site_position(str(node["site"]), str(cfg["sites"])))
-    log.info("site %s: round %d, %s", node.get("site", "?"), server_round, metrics)
+    log.info(
+        "site %s: round %d, %s; %.1f s (%.1f s CPU; the ClientApp process had used %.1f s CPU"
+        " before the round, starting)",
+        node.get("site", "?"),
+        server_round,
+        metrics,
+        time.monotonic() - started,
+        time.process_time() - cpu_before,
+        cpu_before,
+    )
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
