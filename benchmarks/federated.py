@@ -17,7 +17,7 @@ the federated rounds' mean wall time and the weights sent to and returned by the
 round (the payload; Flower's message framing adds little to it). Exit status 0 when the
 federated model's mean test Dice is within ``--tolerance`` (0.03) of central training's.
 
-    python benchmarks/federated.py                     # demo sizes: 12 × 16 central steps
+    python benchmarks/federated.py                     # demo sizes: 48 × 16 central steps
     python benchmarks/federated.py --tiny              # small volumes and few steps (a check)
     python benchmarks/federated.py --central-dice 0.9345   # federated only, against that figure
 """
@@ -96,8 +96,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tiny", action="store_true", help="small volumes and few steps")
-    parser.add_argument("--rounds", type=int, help="default 8 (tiny: 2)")
-    parser.add_argument("--local-steps", type=int, help="default 8 (tiny: 2)")
+    parser.add_argument("--rounds", type=int, help="default 16 (tiny: 2)")
+    parser.add_argument("--local-steps", type=int, help="default 16 (tiny: 2)")
     parser.add_argument("--tolerance", type=float, default=0.03, help="of mean test Dice")
     parser.add_argument("--workdir", type=Path, help="default: a temporary folder, removed")
     parser.add_argument("--server-learning-rate", type=float, default=1.0, help="FedAvgM's")
@@ -109,8 +109,8 @@ def main() -> None:
         " the same settings (central training on the CPU is deterministic for a seed)",
     )
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.tiny else 8)
-    local_steps = args.local_steps or (2 if args.tiny else 8)
+    rounds = args.rounds or (2 if args.tiny else 16)
+    local_steps = args.local_steps or (2 if args.tiny else 16)
     total = rounds * local_steps * len(SITES)
     shape = [32, 32, 24] if args.tiny else [56, 56, 40]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="cohortseg-federated-"))
