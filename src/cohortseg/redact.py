@@ -4,6 +4,7 @@ that results and logs can be shared without naming the files they came from."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 REDACT_ENV = "COHORTSEG_REDACT_PATHS"
 
@@ -23,3 +24,22 @@ def scrub(text: str, path: str | os.PathLike[str], kind: str = "file") -> str:
     """``text`` (a library's message, which may quote ``path``) with ``path`` shown as
     :func:`show_path` shows it."""
     return text.replace(str(path), f"<{kind}>") if redacting() else text
+
+
+def shown_config(config: Mapping) -> dict:
+    """The run's configuration as the report shows it: the sample sheet's path as
+    :func:`show_path` shows it (redacted in pseudonymised runs)."""
+    shown = {**config}
+    if shown.get("samples", "demo") != "demo":
+        shown["samples"] = show_path(shown["samples"], "sample sheet")
+    return shown
+
+
+def write_shown_config(
+    path: str | os.PathLike[str], config: Mapping, log_path: str | os.PathLike[str]
+) -> None:
+    """Write :func:`shown_config` of ``config`` to ``path`` (JSON), and say so in ``log_path``."""
+    from cohortseg.io import write_json, write_text
+
+    write_json(path, shown_config(config))
+    write_text(log_path, f"wrote {path}\n")

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cohortseg.io import atomic_write, parse_number, read_tsv  # noqa: E402
+from cohortseg.redact import shown_config  # noqa: E402
 from cohortseg.stats import (  # noqa: E402
     PER_CLASS,
     PROGRESS,
@@ -408,17 +409,6 @@ def network_rows(network: Mapping) -> list[dict]:
         }
         for i in range(n)
     ]
-
-
-def shown_config(config: Mapping) -> dict:
-    """The run's configuration as the report shows it: the sample sheet's path as
-    :func:`cohortseg.redact.show_path` shows it (redacted in pseudonymised runs)."""
-    from cohortseg.redact import show_path
-
-    shown = {**config}
-    if shown.get("samples", "demo") != "demo":
-        shown["samples"] = show_path(shown["samples"], "sample sheet")
-    return shown
 
 
 def run_page(

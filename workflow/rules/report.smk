@@ -1,7 +1,7 @@
 # What users look at: QC montages and the pages and figures that `snakemake --report
 # results/report.html` gathers (outputs marked report(), captions in workflow/report/).
-from cohortseg.io import read_json, write_json
-from cohortseg.report import shown_config
+from cohortseg.io import read_json
+from cohortseg.redact import write_shown_config
 
 
 report: "../report/workflow.rst"
@@ -221,10 +221,12 @@ rule run_config:
     with every configuration section."""
     output:
         "results/report/config.json",
+    log:
+        "logs/run_config.log",
     params:
         config=config,
     run:
-        write_json(output[0], shown_config(params.config))
+        write_shown_config(output[0], params.config, log[0])
 
 
 rule report_run:
