@@ -237,7 +237,7 @@ def check_agreement(site: str, own: Mapping, coordinator: Mapping) -> None:
         raise CohortsegError(
             f"site {site}: its config differs from the coordinator's in {'; '.join(differ)}."
             " Every site trains with the federation's shared settings: make the site's"
-            " results/sites/{site}/federated/config.json with the same fed.yaml"
+            f" results/sites/{site}/federated/config.json with the same fed.yaml"
         )
 
 

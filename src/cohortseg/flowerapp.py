@@ -96,8 +96,9 @@ def coordinate(grid: Grid, context: Context) -> None:
         save_global(out_dir, done + server_round, arrays.to_torch_state_dict(), config, plan)
         return MetricRecord({"round": done + server_round})
 
+    site_list = ",".join(sites)  # each site finds its position in it
     train_config = {
-        "sites": ",".join(sites),  # each site finds its position in it
+        "sites": site_list,
         "agreed": json.dumps(agreed_settings(config)),  # each site checks its own against it
         "rounds": rounds,
         "round-offset": done,
@@ -115,7 +116,7 @@ def coordinate(grid: Grid, context: Context) -> None:
         initial_arrays=ArrayRecord(state),
         num_rounds=rounds - done,
         train_config=ConfigRecord(train_config),
-        evaluate_config=ConfigRecord({"sites": ",".join(sites)}),
+        evaluate_config=ConfigRecord({"sites": site_list}),
         evaluate_fn=save,
     )
 
