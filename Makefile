@@ -25,7 +25,7 @@ $(VENV)/.horovod: $(VENV)/.installed scripts/install_horovod.sh
 
 install-horovod: $(VENV)/.horovod
 
-# MONAI Label in an environment of its own (see the script), for tests/test_monailabel.py.
+# MONAI Label in an environment of its own (see the script), for tests/annotation/test_monailabel.py.
 .venv-monailabel/.installed: scripts/install_monailabel.sh pyproject.toml
 	scripts/install_monailabel.sh .venv-monailabel
 
@@ -35,7 +35,7 @@ test: install $(VENV)/.horovod
 	tests/run.sh
 
 lint: install
-	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint
+	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint && lint-imports
 
 clean:
 	rm -rf results logs resources .snakemake

@@ -1,8 +1,8 @@
 # cohortseg: segment a whole cohort of 3D images, from NIfTI to segmentations and metrics.
 from snakemake.utils import min_version, validate
 
-from cohortseg.presets import apply_preset
-from cohortseg.workflow import coerce_to_schema, load_schema, load_yaml
+from cohortseg.workflow.presets import apply_preset
+from cohortseg.workflow.config import coerce_to_schema, load_schema, load_yaml
 
 min_version("9.0")
 
@@ -64,7 +64,7 @@ rule all:
         "results/stats_summary.json",
         "results/qc/montages",
         "results/report/run.html",
-        wf.REVIEW_TABLE,
+        paths.REVIEW_TABLE,
         versions.VERSIONS_TABLE,
         MESHES,
         MAPPING_TARGETS,

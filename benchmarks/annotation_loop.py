@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.io import load_nifti, read_tsv
+from cohortseg.core.cohort import demo_subjects
+from cohortseg.core.io import load_nifti, read_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = yaml.safe_load((REPO / "config.yaml").read_text())["classes"]

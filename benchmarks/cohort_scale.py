@@ -30,8 +30,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from cohortseg.io import read_tsv, save_nifti
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.io import read_tsv, save_nifti
+from cohortseg.inputs.demo import demo_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_WALL_S = 20 * 60

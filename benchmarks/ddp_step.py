@@ -1,9 +1,9 @@
 """One data-parallel training step through cohortseg's DDP path, in a world of one: NCCL on a
 GPU (so that the NCCL path has run at least once), Gloo on the CPU.
 
-Builds config.yaml's network, wraps it with :func:`cohortseg.distributed.init` (``ddp``, no
-launcher: a world of one) and takes ``--steps`` steps of :func:`cohortseg.train.train_step` on
-random patches of ``--patch-size``, then checks that an all-reduce of the loss gives the loss.
+Builds config.yaml's network, wraps it with :func:`cohortseg.training.distributed.init` (``ddp``, no
+launcher: a world of one) and takes ``--steps`` steps of :func:`cohortseg.training.loop.train_step`
+on random patches of ``--patch-size``, then checks that an all-reduce of the loss gives the loss.
 Prints ``name: value unit`` lines: the process-group backend, the device, the world size, the
 time per step and whether the step ran.
 
@@ -22,9 +22,9 @@ import torch.distributed as dist
 import yaml
 from monai.losses import DiceCELoss
 
-from cohortseg import distributed
-from cohortseg.models import build_network
-from cohortseg.train import train_step
+from cohortseg.networks.build import build_network
+from cohortseg.training import distributed
+from cohortseg.training.loop import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,11 +2,11 @@
 
 Writes one oblique demo phantom of ``--shape`` voxels (default 384×384×160: 160 sagittal
 slices of 384×384, as the knee-MRI cohort stores them) as an MR series, one file per slice
-(``--multi-frame``: one enhanced object), then times :func:`cohortseg.convert.convert_image`
+(``--multi-frame``: one enhanced object), then times :func:`cohortseg.inputs.convert.convert_image`
 (grouping the folder's files into series, reading every header, checking the slice geometry,
 decoding pixels with highdicom, writing the gzip NIfTI) ``--repeats`` times; the fastest
 counts. Also times reading the converted NIfTI as an inference job does
-(:func:`cohortseg.infer.read_volume`).
+(:func:`cohortseg.inference.shard.read_volume`).
 
 Prints ``name: value unit`` lines: wall and core-seconds per series, files/s, peak RSS, and
 the conversion's share of a subject's time in a CPU shard job, conversion / (conversion +
@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from cohortseg.cohort import Subject
-from cohortseg.convert import convert_image
-from cohortseg.dicomwrite import along_normal, write_series
-from cohortseg.infer import ShardItem, read_volume
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.cohort import Subject
+from cohortseg.dicom.writers import along_normal, write_series
+from cohortseg.inference.shard import ShardItem, read_volume
+from cohortseg.inputs.convert import convert_image
+from cohortseg.inputs.demo import demo_phantom
 
 TARGET_SHARE = 0.25
 

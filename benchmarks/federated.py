@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cohortseg.io import read_tsv, save_nifti
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.io import read_tsv, save_nifti
+from cohortseg.inputs.demo import demo_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = {"north": 1.0, "south": 1.6, "west": 0.6}  # site → intensity scale of its scanner

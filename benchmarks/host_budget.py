@@ -3,15 +3,16 @@ step of a shard job's streaming pipeline, on one volume, with the network left o
 
 Writes one demo phantom of ``--shape`` voxels (default 160×384×384, int16, gzip NIfTI, oblique
 with permuted and flipped axes), then times with ``time.process_time`` (CPU seconds of every
-thread of this process, i.e. core-seconds) the steps that :mod:`cohortseg.infer` runs on the
-host for it, ``--repeats`` times (the fastest counts):
+thread of this process, i.e. core-seconds) the steps that :mod:`cohortseg.inference.shard` runs on
+the host for it, ``--repeats`` times (the fastest counts):
 
-- ``read``: decode the file (:func:`cohortseg.infer.read_volume`: gzip, NIfTI, reorientation
+- ``read``: decode the file (:func:`cohortseg.inference.shard.read_volume`: gzip, NIfTI,
+reorientation
   to RAS, in the image's own dtype; the float32 cast happens on the device);
 - ``to_device``: hand the voxels to the device (on a GPU a pinned-memory copy; here the CPU
   tensor the device step starts from);
 - ``write``: a label map of the same shape undone to the native voxel order, encoded as gzip
-  NIfTI and written atomically (:func:`cohortseg.infer.write_labels`);
+  NIfTI and written atomically (:func:`cohortseg.inference.shard.write_labels`);
 - ``manifest_hash``: its SHA-256 for the shard's manifest;
 - ``cast_float32_on_host`` (for comparison only): what casting on the host would add.
 
@@ -34,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cohortseg.geometry import reorient
-from cohortseg.infer import Prediction, ShardItem, _Segmented, read_volume, write_labels
-from cohortseg.io import save_nifti, sha256_file
-from cohortseg.phantoms import demo_phantom
-from cohortseg.preprocess import Geometry
+from cohortseg.core.geometry import reorient
+from cohortseg.core.io import save_nifti, sha256_file
+from cohortseg.inference.shard import Prediction, ShardItem, _Segmented, read_volume, write_labels
+from cohortseg.inputs.demo import demo_phantom
+from cohortseg.preprocessing.prepare import Geometry
 
 TARGET_CORE_S = 1.0
 

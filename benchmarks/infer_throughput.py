@@ -12,7 +12,7 @@ builds the network of config.yaml's ``model`` section with random weights (or tr
     what the network was trained on; ``--monai-without-crop`` leaves it out) →
     NormalizeIntensityd → sliding_window_inference (Gaussian) → softmax → Invertd (to the native
     grid, on the CPU) → argmax → SaveImaged (uint8);
-(b) ``cohortseg``: :func:`cohortseg.infer.segment_items` over the same files
+(b) ``cohortseg``: :func:`cohortseg.inference.shard.segment_items` over the same files
     (``inference.num_workers`` = ``--workers``, ``inference.queue_size`` = ``--queue-size``).
 
 Both use bf16 autocast for the network on CUDA and fp32 on the CPU. With ``--repeats R`` the
@@ -49,13 +49,15 @@ import torch
 import yaml
 from skimage.filters import threshold_otsu
 
-from cohortseg.cohort import Subject
-from cohortseg.infer import ShardItem, predict_probabilities, segment_items
-from cohortseg.io import load_nifti, save_nifti
-from cohortseg.models import build_network, load_model, pick_device
-from cohortseg.phantoms import demo_phantom
-from cohortseg.plan import fingerprint, make_plan
-from cohortseg.preprocess import prepare_image, prepare_label
+from cohortseg.core.cohort import Subject
+from cohortseg.core.io import load_nifti, save_nifti
+from cohortseg.inference.predictor import predict_probabilities
+from cohortseg.inference.shard import ShardItem, segment_items
+from cohortseg.inputs.demo import demo_phantom
+from cohortseg.networks.build import build_network, load_model
+from cohortseg.networks.device import pick_device
+from cohortseg.preprocessing.plan import fingerprint, make_plan
+from cohortseg.preprocessing.prepare import prepare_image, prepare_label
 
 REPO = Path(__file__).resolve().parents[1]
 WIDE = {"name": "UNet", "channels": [32, 64, 128, 256, 320], "strides": [2, 2, 2, 2]}

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cohortseg.workflow import resolve_shard_size
+from cohortseg.core.cohort import resolve_shard_size
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_WALL_S = 30

@@ -2,10 +2,10 @@
 
 Takes a finished demo run (``--run``, default ``.``: its ``results/model/best.pt`` and the demo
 cohort's images and labels), perturbs its ``--split`` subjects (default ``test``) with each of
-:data:`cohortseg.perturb.ROBUSTNESS` (Gaussian noise, bias field, intensity scaling, gamma,
-resolution loss along one axis, rotation) at each of ``--strengths`` (0..1; what 1 means is
-:data:`cohortseg.perturb.MAXIMUM`), segments every copy as one shard (``--tta``) and prints one
-line per perturbation and strength::
+:data:`cohortseg.trust.perturbations.ROBUSTNESS` (Gaussian noise, bias field, intensity scaling,
+gamma, resolution loss along one axis, rotation) at each of ``--strengths`` (0..1; what 1 means is
+:data:`cohortseg.trust.perturbations.MAXIMUM`), segments every copy as one shard (``--tta``) and
+prints one line per perturbation and strength::
 
     noise.strength_0.5.mean_dice: 0.8123
     noise.strength_0.5.mean_uncertainty: 0.0456
@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.infer import cpu_compute_threads
-from cohortseg.perturb import ROBUSTNESS
-from cohortseg.robustness import (
+from cohortseg.core.cohort import demo_subjects
+from cohortseg.inference.shard import cpu_compute_threads
+from cohortseg.trust.perturbations import ROBUSTNESS
+from cohortseg.trust.robustness import (
     dice_by_strength,
     perturbed_copies,
     plot_robustness,

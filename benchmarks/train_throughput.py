@@ -28,11 +28,12 @@ import yaml
 from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 
-from cohortseg.augment import augment
-from cohortseg.models import build_network, pick_device
-from cohortseg.patches import PatchDataset, write_store
-from cohortseg.sampling import EpochBatchSampler, seed_everything
-from cohortseg.train import checkpoint_activations, train_step
+from cohortseg.networks.build import build_network
+from cohortseg.networks.device import pick_device
+from cohortseg.preprocessing.patches import PatchDataset, write_store
+from cohortseg.training.augment import augment
+from cohortseg.training.batches import EpochBatchSampler, seed_everything
+from cohortseg.training.loop import checkpoint_activations, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 4  # background and the demo's three classes

@@ -2,8 +2,8 @@
 
 Takes a finished demo run (``--run``, default ``.``: its ``results/model/best.pt`` and the demo
 cohort's images and labels), copies the ``--split`` subjects (default ``test``) clean and
-degraded (:data:`cohortseg.perturb.DEGRADATIONS`: noise, blur, contrast shift, at each of
-``--strengths``), segments them all as one shard without and with mirror test-time
+degraded (:data:`cohortseg.trust.perturbations.DEGRADATIONS`: noise, blur, contrast shift, at each
+of ``--strengths``), segments them all as one shard without and with mirror test-time
 augmentation, and prints, per TTA setting (``none``, ``mirror``):
 
 - ``{tta}.spearman_uncertainty_vs_1_minus_dice``: Spearman's correlation between the subject's
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.infer import cpu_compute_threads
-from cohortseg.perturb import DEGRADATIONS
-from cohortseg.robustness import degraded_above_clean, perturbed_copies, segment_and_score
-from cohortseg.uncertainty import spearman
+from cohortseg.core.cohort import demo_subjects
+from cohortseg.inference.shard import cpu_compute_threads
+from cohortseg.inference.uncertainty import spearman
+from cohortseg.trust.perturbations import DEGRADATIONS
+from cohortseg.trust.robustness import degraded_above_clean, perturbed_copies, segment_and_score
 
 REPO = Path(__file__).resolve().parents[1]
 

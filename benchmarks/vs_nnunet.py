@@ -13,8 +13,8 @@ From one sample sheet (train/val/test subjects with labels) this
 3. runs cohortseg (``snakemake``, ``model.name: auto``, the same steps, ``inference.tta:
    mirror``) on the same sheet;
 4. prints for both, one ``name: value unit`` per line: Dice and HD95 per class on the test
-   split (computed by ``cohortseg.metrics.dice_hd95`` for both, on each subject's own grid),
-   training wall time, inference time per volume and the peak resident memory of the process
+   split (computed by ``cohortseg.evaluation.metrics.dice_hd95`` for both, on each subject's own
+   grid), training wall time, inference time per volume and the peak resident memory of the process
    tree (sampled every 0.2 s).
 
 nnU-Net (``nnunetv2``, pinned below) is installed into its own virtual environment
@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cohortseg.cohort import Subject, demo_subjects, read_sample_sheet
-from cohortseg.io import load_nifti, save_nifti
-from cohortseg.metrics import dice_hd95
-from cohortseg.phantoms import write_demo_subject
+from cohortseg.core.cohort import Subject, demo_subjects, read_sample_sheet
+from cohortseg.core.io import load_nifti, save_nifti
+from cohortseg.evaluation.metrics import dice_hd95
+from cohortseg.inputs.demo import write_demo_subject
 
 REPO = Path(__file__).resolve().parents[1]
 NNUNET = "nnunetv2==2.8.1"

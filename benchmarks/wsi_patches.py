@@ -24,7 +24,7 @@ import numpy as np
 
 def write_slide(workdir: Path, size: int, pixel_size_um: float) -> tuple[Path, Path]:
     """The synthetic slide (JPEG tiles) and its GeoJSON tumour annotations."""
-    from cohortseg.wsiphantoms import synthetic_slide, write_synthetic_slide
+    from cohortseg.wsi.demo import synthetic_slide, write_synthetic_slide
 
     slide, annotations = workdir / "slide.tif", workdir / "slide.geojson"
     if not slide.exists():
@@ -42,10 +42,10 @@ def extract(
     slide_path: str, geojson: str, store: str, n_patches: int, patch: int, compression: str
 ) -> None:
     """Tissue detection, then ``n_patches`` level-0 patches into an HDF5 store."""
-    from cohortseg.tissue import detect_tissue
-    from cohortseg.wsi import open_slide
-    from cohortseg.wsilabels import open_labels
-    from cohortseg.wsipatches import sample_slide_origins, write_slide_store
+    from cohortseg.wsi.labels import open_labels
+    from cohortseg.wsi.patches import sample_slide_origins, write_slide_store
+    from cohortseg.wsi.slides import open_slide
+    from cohortseg.wsi.tissue import detect_tissue
 
     slide = open_slide("bench", slide_path)
     start = time.perf_counter()
@@ -74,7 +74,7 @@ def extract(
 
 def random_reads(store: str, n_reads: int, compression: str) -> None:
     """Random-access reads of single patches (image and label) from the store."""
-    from cohortseg.patches import PatchDataset
+    from cohortseg.preprocessing.patches import PatchDataset
 
     dataset = PatchDataset([store], "bench")
     rows = np.random.default_rng(1).integers(0, len(dataset), n_reads)
@@ -104,11 +104,11 @@ def segment(slide_path: str, out_dir: str, target_um: float, window: int, memory
     """The whole slide segmented on its tissue, label pyramid and overview written."""
     import torch
 
-    from cohortseg.models import build_network
-    from cohortseg.tissue import detect_tissue
-    from cohortseg.wsi import choose_level, open_slide
-    from cohortseg.wsiinfer import overview, segment_slide, write_label_pyramid
-    from cohortseg.wsitrain import slide_predictor
+    from cohortseg.networks.build import build_network
+    from cohortseg.wsi.inference import overview, segment_slide, write_label_pyramid
+    from cohortseg.wsi.slides import choose_level, open_slide
+    from cohortseg.wsi.tissue import detect_tissue
+    from cohortseg.wsi.training import slide_predictor
 
     torch.manual_seed(0)
     model = {

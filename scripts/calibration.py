@@ -6,12 +6,13 @@ import os
 
 import torch
 
-from cohortseg.calibration import calibration_bins, calibration_summary, plot_reliability
-from cohortseg.cli import json_arg, run
-from cohortseg.infer import cpu_compute_threads
-from cohortseg.io import write_json
-from cohortseg.models import load_model, pick_device
-from cohortseg.workflow import training_inputs, workflow_cohort
+from cohortseg.core.io import write_json
+from cohortseg.inference.shard import cpu_compute_threads
+from cohortseg.networks.build import load_model
+from cohortseg.networks.device import pick_device
+from cohortseg.trust.calibration import calibration_bins, calibration_summary, plot_reliability
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import training_inputs, workflow_cohort
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ as a validation problem."""
 
 import argparse
 
-from cohortseg.cli import add_shard_arguments, json_arg, run
-from cohortseg.convert import convert_subject, write_conversions
-from cohortseg.workflow import job_subjects, workflow_cohort
+from cohortseg.inputs.convert import convert_subject, write_conversions
+from cohortseg.workflow.cli import add_shard_arguments, json_arg, run
+from cohortseg.workflow.cohort import job_subjects, workflow_cohort
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from cohortseg.cli import run
-from cohortseg.corrections import read_correction
-from cohortseg.io import save_nifti
+from cohortseg.annotation.corrections import read_correction
+from cohortseg.core.io import save_nifti
+from cohortseg.workflow.cli import run
 
 
 def main() -> None:

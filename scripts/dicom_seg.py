@@ -3,9 +3,10 @@ object referencing its source series (results/dicom_seg/), then the shard's mani
 
 import argparse
 
-from cohortseg.cli import add_shard_arguments, json_arg, run
-from cohortseg.dicomseg import shard_dicom_segs
-from cohortseg.workflow import workflow_cohort
+from cohortseg.dicom.seg import shard_dicom_segs
+from cohortseg.workflow.cli import add_shard_arguments, json_arg, run
+from cohortseg.workflow.cohort import workflow_cohort
+from cohortseg.workflow.paths import dicom_seg_path
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
         args.dicom,
         args.model,
         args.manifest,
+        dicom_seg_path,
     )
 
 

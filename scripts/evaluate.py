@@ -2,10 +2,10 @@
 
 import argparse
 
-from cohortseg.cli import add_shard_arguments, run
-from cohortseg.io import read_tsv, write_tsv
-from cohortseg.metrics import evaluate_subject, metric_columns
-from cohortseg.workflow import workflow_cohort
+from cohortseg.core.io import read_tsv, write_tsv
+from cohortseg.evaluation.metrics import evaluate_subject, metric_columns
+from cohortseg.workflow.cli import add_shard_arguments, run
+from cohortseg.workflow.cohort import workflow_cohort
 
 
 def main() -> None:

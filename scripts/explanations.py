@@ -7,13 +7,14 @@ from pathlib import Path
 
 import torch
 
-from cohortseg.cli import json_arg, run
-from cohortseg.errors import CohortsegError
-from cohortseg.explain import explained_layer, write_explanations
-from cohortseg.infer import cpu_compute_threads
-from cohortseg.io import read_json, read_tsv
-from cohortseg.models import load_model, pick_device
-from cohortseg.workflow import workflow_cohort
+from cohortseg.core.errors import CohortsegError
+from cohortseg.core.io import read_json, read_tsv
+from cohortseg.inference.shard import cpu_compute_threads
+from cohortseg.networks.build import load_model
+from cohortseg.networks.device import pick_device
+from cohortseg.trust.explanations import explained_layer, write_explanations
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import workflow_cohort
 
 
 def main() -> None:

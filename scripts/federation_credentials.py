@@ -5,9 +5,9 @@ pair (--site), whose public key it sends to the coordinator."""
 import argparse
 import logging
 
-from cohortseg.cli import run
-from cohortseg.credentials import write_node_keys, write_tls_certificates
-from cohortseg.errors import CohortsegError
+from cohortseg.core.errors import CohortsegError
+from cohortseg.federated.credentials import write_node_keys, write_tls_certificates
+from cohortseg.workflow.cli import run
 
 
 def main() -> None:

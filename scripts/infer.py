@@ -6,17 +6,17 @@ import os
 
 import torch
 
-from cohortseg.cli import add_shard_arguments, json_arg, run, shard_subjects
-from cohortseg.infer import (
+from cohortseg.core.failures import check_shard
+from cohortseg.inference.shard import (
     ShardItem,
     cpu_compute_threads,
     segment_shard,
     write_shard_manifest,
     write_uncertainty_table,
 )
-from cohortseg.models import pick_device
-from cohortseg.shardjob import check_shard
-from cohortseg.workflow import segmentation_path, uncertainty_map_path
+from cohortseg.networks.device import pick_device
+from cohortseg.workflow.cli import add_shard_arguments, json_arg, run, shard_subjects
+from cohortseg.workflow.paths import segmentation_path, uncertainty_map_path
 
 
 def main() -> None:

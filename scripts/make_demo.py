@@ -2,9 +2,9 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.cohort import Subject
-from cohortseg.phantoms import write_demo_subject
+from cohortseg.core.cohort import Subject
+from cohortseg.inputs.demo import write_demo_subject
+from cohortseg.workflow.cli import json_arg, run
 
 
 def main() -> None:

@@ -4,10 +4,10 @@ mesh manifest."""
 
 import argparse
 
-from cohortseg.cli import run
-from cohortseg.io import read_tsv, write_manifest
-from cohortseg.meshes import subject_meshes
-from cohortseg.workflow import mesh_paths
+from cohortseg.core.io import read_tsv, write_manifest
+from cohortseg.evaluation.meshes import subject_meshes
+from cohortseg.workflow.cli import run
+from cohortseg.workflow.paths import mesh_paths
 
 
 def main() -> None:

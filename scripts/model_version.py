@@ -6,9 +6,14 @@ trained."""
 import argparse
 import logging
 
-from cohortseg.bundle import export_bundle
-from cohortseg.cli import json_arg, run
-from cohortseg.versions import register_version, set_current, version_checkpoint, version_dir
+from cohortseg.inference.bundle import export_bundle
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.registry import (
+    register_version,
+    set_current,
+    version_checkpoint,
+    version_dir,
+)
 
 
 def main() -> None:

@@ -5,10 +5,15 @@ a figure of Dice per class per version."""
 import argparse
 from pathlib import Path
 
-from cohortseg.cli import run
-from cohortseg.io import read_json, read_tsv, write_json, write_tsv
-from cohortseg.report import plot_version_dice
-from cohortseg.versions import split_dice, version_columns, version_dir, version_rows
+from cohortseg.core.io import read_json, read_tsv, write_json, write_tsv
+from cohortseg.viz.figures import plot_version_dice
+from cohortseg.workflow.cli import run
+from cohortseg.workflow.registry import (
+    split_dice,
+    version_columns,
+    version_dir,
+    version_rows,
+)
 
 
 def main() -> None:

@@ -6,13 +6,13 @@ import zlib
 
 import numpy as np
 
-from cohortseg.cli import json_arg, run
-from cohortseg.cohort import Subject
-from cohortseg.geometry import spacing_of
-from cohortseg.io import load_nifti, read_json, read_tsv, write_manifest
-from cohortseg.patches import write_store
-from cohortseg.shardjob import for_each_subject
-from cohortseg.workflow import patch_store_path, site_of_product
+from cohortseg.core.cohort import Subject
+from cohortseg.core.failures import for_each_subject
+from cohortseg.core.geometry import spacing_of
+from cohortseg.core.io import load_nifti, read_json, read_tsv, write_manifest
+from cohortseg.preprocessing.patches import write_store
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.paths import patch_store_path, site_of_product
 
 
 def main() -> None:

@@ -12,20 +12,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from cohortseg.cli import json_arg, run
-from cohortseg.errors import CohortsegError
-from cohortseg.io import write_json
-from cohortseg.models import read_checkpoint
-from cohortseg.plan import fingerprint, make_plan
-from cohortseg.sitefingerprint import merge_fingerprints, read_site_fingerprints
-from cohortseg.versions import resolve_init_from, training_subjects_hash
-from cohortseg.workflow import (
-    coordinator_plan_config,
-    excluded_subjects,
-    load_yaml,
-    plan_subjects,
-    workflow_cohort,
-)
+from cohortseg.core.errors import CohortsegError
+from cohortseg.core.io import write_json
+from cohortseg.networks.build import read_checkpoint
+from cohortseg.preprocessing.plan import fingerprint, make_plan
+from cohortseg.preprocessing.site_fingerprint import merge_fingerprints, read_site_fingerprints
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import excluded_subjects, plan_subjects, workflow_cohort
+from cohortseg.workflow.config import coordinator_plan_config, load_yaml
+from cohortseg.workflow.registry import resolve_init_from, training_subjects_hash
 
 
 def coordinator_plan(fingerprints: list[str], config: dict, fingerprint: str, plan: str) -> None:

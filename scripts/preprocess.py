@@ -5,12 +5,12 @@ import argparse
 
 import numpy as np
 
-from cohortseg.cli import add_shard_arguments, run, shard_subjects
-from cohortseg.cohort import Subject
-from cohortseg.io import read_json, save_nifti, sha256_file, write_json, write_tsv
-from cohortseg.preprocess import prepare_subject
-from cohortseg.shardjob import for_each_subject
-from cohortseg.workflow import preprocessed_paths, product_site
+from cohortseg.core.cohort import Subject
+from cohortseg.core.failures import for_each_subject
+from cohortseg.core.io import read_json, save_nifti, sha256_file, write_json, write_tsv
+from cohortseg.preprocessing.prepare import prepare_subject
+from cohortseg.workflow.cli import add_shard_arguments, run, shard_subjects
+from cohortseg.workflow.paths import preprocessed_paths, product_site
 
 # with the SHA-256 of the files: a subject whose preprocessed data changed changes the manifest,
 # which is what tells Snakemake (it compares the checksums of small inputs) to redo what follows

@@ -2,9 +2,9 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.io import write_tsv
-from cohortseg.workflow import workflow_cohort
+from cohortseg.core.io import write_tsv
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import workflow_cohort
 
 
 def main() -> None:

@@ -4,10 +4,10 @@ sample of subjects plus those with the worst Dice and the most unusual volumes."
 import argparse
 from pathlib import Path
 
-from cohortseg.cli import json_arg, run
-from cohortseg.io import read_tsv, write_json
-from cohortseg.qc import select_qc_subjects, write_qc_montages
-from cohortseg.workflow import workflow_cohort
+from cohortseg.core.io import read_tsv, write_json
+from cohortseg.reporting.qc import select_qc_subjects, write_qc_montages
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import workflow_cohort
 
 
 def main() -> None:

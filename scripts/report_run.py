@@ -4,9 +4,10 @@ configuration."""
 
 import argparse
 
-from cohortseg.cli import run
-from cohortseg.io import read_json, read_tsv, write_text, write_tsv
-from cohortseg.report import plot_runtimes, read_benchmarks, run_page
+from cohortseg.core.io import read_json, read_tsv, write_text, write_tsv
+from cohortseg.reporting.figures import plot_runtimes, read_benchmarks
+from cohortseg.reporting.pages import run_page
+from cohortseg.workflow.cli import run
 
 RUNTIME_COLUMNS = ["rule", "jobs", "total_s", "mean_s", "max_s", "cpu_s", "max_rss_mb"]
 

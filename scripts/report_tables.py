@@ -3,9 +3,10 @@ and the histograms of the class volumes."""
 
 import argparse
 
-from cohortseg.cli import run
-from cohortseg.io import read_json, read_tsv, write_text
-from cohortseg.report import metrics_page, plot_volume_histograms, stats_page
+from cohortseg.core.io import read_json, read_tsv, write_text
+from cohortseg.reporting.figures import plot_volume_histograms
+from cohortseg.reporting.pages import metrics_page, stats_page
+from cohortseg.workflow.cli import run
 
 
 def main() -> None:

@@ -5,10 +5,11 @@ lowest Dice, review.subjects) with their image and predicted segmentation as a 3
 import argparse
 from pathlib import Path
 
-from cohortseg.cli import json_arg, run
-from cohortseg.io import read_tsv
-from cohortseg.review import select_review_subjects, write_review_package
-from cohortseg.workflow import segmentation_path, workflow_cohort
+from cohortseg.annotation.review import select_review_subjects, write_review_package
+from cohortseg.core.io import read_tsv
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import workflow_cohort
+from cohortseg.workflow.paths import segmentation_path
 
 
 def main() -> None:

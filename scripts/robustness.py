@@ -8,18 +8,18 @@ import tempfile
 
 import torch
 
-from cohortseg.cli import json_arg, run
-from cohortseg.infer import cpu_compute_threads
-from cohortseg.io import write_tsv
-from cohortseg.models import pick_device
-from cohortseg.perturb import ROBUSTNESS
-from cohortseg.robustness import (
+from cohortseg.core.io import write_tsv
+from cohortseg.inference.shard import cpu_compute_threads
+from cohortseg.networks.device import pick_device
+from cohortseg.trust.perturbations import ROBUSTNESS
+from cohortseg.trust.robustness import (
     dice_by_strength,
     perturbed_copies,
     plot_robustness,
     segment_and_score,
 )
-from cohortseg.workflow import excluded_subjects, robustness_subjects, workflow_cohort
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import excluded_subjects, robustness_subjects, workflow_cohort
 
 
 def main() -> None:

@@ -1,14 +1,18 @@
 """A site's fingerprint of its training subjects for the federated plan: spacings, shapes and
-intensity aggregates, no voxel and no subject id (cohortseg.sitefingerprint)."""
+intensity aggregates, no voxel and no subject id (cohortseg.preprocessing.site_fingerprint)."""
 
 import argparse
 import logging
 
-from cohortseg.cli import json_arg, run
-from cohortseg.io import write_json
-from cohortseg.sitefingerprint import site_fingerprint
-from cohortseg.versions import resolve_init_from, training_subjects_hash
-from cohortseg.workflow import excluded_subjects, plan_subjects_by_site, workflow_cohort
+from cohortseg.core.io import write_json
+from cohortseg.preprocessing.site_fingerprint import site_fingerprint
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import (
+    excluded_subjects,
+    plan_subjects_by_site,
+    workflow_cohort,
+)
+from cohortseg.workflow.registry import resolve_init_from, training_subjects_hash
 
 
 def main() -> None:

@@ -3,10 +3,11 @@ world box, and the uncertainty scores that inference wrote."""
 
 import argparse
 
-from cohortseg.cli import add_shard_arguments, run
-from cohortseg.io import read_tsv, write_tsv
-from cohortseg.stats import stats_columns, subject_statistics, uncertainty_columns
-from cohortseg.workflow import workflow_cohort
+from cohortseg.core.io import read_tsv, write_tsv
+from cohortseg.evaluation.stats import stats_columns, subject_statistics
+from cohortseg.inference.uncertainty import uncertainty_columns
+from cohortseg.workflow.cli import add_shard_arguments, run
+from cohortseg.workflow.cohort import workflow_cohort
 
 
 def main() -> None:

@@ -3,10 +3,15 @@ and write the cohort summary (with how many subjects were segmented, skipped or 
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.io import read_tsv, write_json, write_tsv
-from cohortseg.stats import flag_outliers, stats_columns, summarise_stats
-from cohortseg.workflow import excluded_subjects, skipped_counts, stage_outputs, workflow_cohort
+from cohortseg.core.io import read_tsv, write_json, write_tsv
+from cohortseg.evaluation.stats import flag_outliers, stats_columns, summarise_stats
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import (
+    excluded_subjects,
+    skipped_counts,
+    stage_outputs,
+    workflow_cohort,
+)
 
 
 def main() -> None:

@@ -2,11 +2,11 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.io import read_tsv, write_json, write_tsv
-from cohortseg.metrics import metric_columns, summarise
-from cohortseg.validate import read_problems
-from cohortseg.workflow import stage_outputs
+from cohortseg.core.io import read_tsv, write_json, write_tsv
+from cohortseg.evaluation.metrics import metric_columns, summarise
+from cohortseg.inputs.validate import read_problems
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import stage_outputs
 
 
 def main() -> None:

@@ -1,13 +1,13 @@
 """At a site of a federation: its SuperNode inputs (patch stores' list, preprocessed
 validation subjects, training config, plan) in results/sites/{site}/federated/, and
-supernode.sh, the command that starts its SuperNode (cohortseg.federation)."""
+supernode.sh, the command that starts its SuperNode (cohortseg.federated.deployment)."""
 
 import argparse
 import logging
 
-from cohortseg.cli import json_arg, run
-from cohortseg.federation import write_site_supernode
-from cohortseg.workflow import training_inputs, workflow_cohort
+from cohortseg.federated.deployment import write_site_supernode
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import training_inputs, workflow_cohort
 
 
 def main() -> None:

@@ -15,12 +15,13 @@ resume).
 import argparse
 import sys
 
-from cohortseg.checkpoint import EXIT_INTERRUPTED, TrainingInterrupted
-from cohortseg.cli import json_arg, run
-from cohortseg.federation import train_federated
-from cohortseg.io import read_json
-from cohortseg.train import train
-from cohortseg.workflow import read_subjects, training_inputs, workflow_cohort
+from cohortseg.core.cohort import read_subjects
+from cohortseg.core.io import read_json
+from cohortseg.federated.deployment import train_federated
+from cohortseg.training.checkpoints import EXIT_INTERRUPTED, TrainingInterrupted
+from cohortseg.training.loop import train
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import training_inputs, workflow_cohort
 
 
 def main() -> None:

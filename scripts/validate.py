@@ -2,10 +2,10 @@
 
 import argparse
 
-from cohortseg.cli import add_shard_arguments, json_arg, run, shard_subjects
-from cohortseg.convert import conversion_problems
-from cohortseg.validate import validate_subjects, write_problems
-from cohortseg.workflow import convert_manifest_path
+from cohortseg.inputs.convert import conversion_problems
+from cohortseg.inputs.validate import validate_subjects, write_problems
+from cohortseg.workflow.cli import add_shard_arguments, json_arg, run, shard_subjects
+from cohortseg.workflow.paths import convert_manifest_path
 
 
 def main() -> None:

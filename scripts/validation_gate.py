@@ -3,9 +3,9 @@
 import argparse
 import logging
 
-from cohortseg.cli import run
-from cohortseg.io import write_text
-from cohortseg.validate import gate, read_problems
+from cohortseg.core.io import write_text
+from cohortseg.inputs.validate import gate, read_problems
+from cohortseg.workflow.cli import run
 
 
 def main() -> None:

@@ -2,9 +2,9 @@
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.validate import read_problems, write_problems
-from cohortseg.workflow import stage_outputs
+from cohortseg.inputs.validate import read_problems, write_problems
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.cohort import stage_outputs
 
 
 def main() -> None:

@@ -3,9 +3,9 @@ and as QuPath GeoJSON (the demo's slide list says which one labels it)."""
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.wsicohort import demo_image
-from cohortseg.wsiphantoms import synthetic_slide, write_synthetic_slide
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.wsi.cohort import demo_image
+from cohortseg.wsi.demo import synthetic_slide, write_synthetic_slide
 
 
 def main() -> None:

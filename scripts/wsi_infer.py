@@ -6,11 +6,11 @@ import argparse
 
 import torch
 
-from cohortseg.cli import run
-from cohortseg.models import pick_device
-from cohortseg.wsicohort import add_slide_shard_arguments, job_slides
-from cohortseg.wsistages import segment_and_measure, try_each, write_shard_table
-from cohortseg.wsitrain import load_slide_model, slide_predictor
+from cohortseg.networks.device import pick_device
+from cohortseg.workflow.cli import run
+from cohortseg.wsi.cohort import add_slide_shard_arguments, job_slides
+from cohortseg.wsi.stages import segment_and_measure, try_each, write_shard_table
+from cohortseg.wsi.training import load_slide_model, slide_predictor
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ pixels), read from the slide patch by patch into one HDF5 store per slide."""
 import argparse
 import zlib
 
-from cohortseg.cli import json_arg, run
-from cohortseg.wsicohort import add_slide_shard_arguments, job_slides
-from cohortseg.wsistages import slide_patches, try_each, write_shard_table
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.wsi.cohort import add_slide_shard_arguments, job_slides
+from cohortseg.wsi.stages import slide_patches, try_each, write_shard_table
 
 
 def main() -> None:

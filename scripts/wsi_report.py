@@ -4,10 +4,10 @@ report page with each slide's overview."""
 
 import argparse
 
-from cohortseg.cli import run
-from cohortseg.io import read_tsv, write_text, write_tsv
-from cohortseg.wsireport import slide_report_html
-from cohortseg.wsistages import PROBLEM_COLUMNS
+from cohortseg.core.io import read_tsv, write_text, write_tsv
+from cohortseg.workflow.cli import run
+from cohortseg.wsi.report import slide_report_html
+from cohortseg.wsi.stages import PROBLEM_COLUMNS
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ shard's table, the others go on."""
 
 import argparse
 
-from cohortseg.cli import run
-from cohortseg.wsicohort import add_slide_shard_arguments, job_slides
-from cohortseg.wsistages import prepare_slide, try_each, write_shard_table
+from cohortseg.workflow.cli import run
+from cohortseg.wsi.cohort import add_slide_shard_arguments, job_slides
+from cohortseg.wsi.stages import prepare_slide, try_each, write_shard_table
 
 
 def main() -> None:

@@ -3,12 +3,12 @@ manifests list) and save it as a checkpoint with the slides' plan."""
 
 import argparse
 
-from cohortseg.cli import json_arg, run
-from cohortseg.errors import CohortsegError
-from cohortseg.io import read_tsv
-from cohortseg.models import pick_device
-from cohortseg.wsistages import plan_hash
-from cohortseg.wsitrain import train_slide_model
+from cohortseg.core.errors import CohortsegError
+from cohortseg.core.io import read_tsv
+from cohortseg.networks.device import pick_device
+from cohortseg.workflow.cli import json_arg, run
+from cohortseg.wsi.stages import plan_hash
+from cohortseg.wsi.training import train_slide_model
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cohortseg.io import save_nifti
-from cohortseg.phantoms import demo_phantom
-from cohortseg.plan import plan_hash
+from cohortseg.core.io import save_nifti
+from cohortseg.inputs.demo import demo_phantom
+from cohortseg.preprocessing.plan import plan_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ REPORT_CLASSES = ["organ", "shell"]
 def report_cohort(n: int = 20, unusual: dict[str, float] | None = None) -> tuple[list, list]:
     """Statistics and metrics rows of a synthetic cohort of ``n`` test subjects with classes
     :data:`REPORT_CLASSES` (volumes flagged like the workflow; ``unusual``: id → organ mL)."""
-    from cohortseg.stats import flag_outliers
+    from cohortseg.evaluation.stats import flag_outliers
 
     rng = np.random.default_rng(1)
     stats, metrics = [], []

@@ -1,6 +1,6 @@
 """cohortseg: segment whole cohorts of 3D medical images."""
 
-from cohortseg.errors import CohortsegError, InvalidInputError
+from cohortseg.core.errors import CohortsegError, InvalidInputError
 
 __all__ = ["CohortsegError", "InvalidInputError"]
 __version__ = "0.1.0"

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import CONFIG, make_inputs
 
-from cohortseg.credentials import write_node_keys, write_tls_certificates
-from cohortseg.federation import (
+from cohortseg.federated.credentials import write_node_keys, write_tls_certificates
+from cohortseg.federated.deployment import (
     LOOPBACK,
     free_port,
     node_config,
@@ -30,6 +29,7 @@ from cohortseg.federation import (
     write_connection,
 )
 from tests.cluster.test_slurm_workflow import cluster_is_up
+from tests.training.test_loop import CONFIG, make_inputs
 from tests.workflow.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.io import read_tsv
+from cohortseg.core.cohort import demo_subjects
+from cohortseg.core.io import read_tsv
 from tests.workflow.conftest import REPO, snakemake
 
 DEMO = {

@@ -73,7 +73,7 @@ def pseudonymised_run_of_both(tmp_path_factory) -> dict:
     series with identifying attributes of test_dicom, shared by both tests (one run instead
     of two: the slowest part of each is the workflow itself). Returns ``work``, ``mapping``
     (the id → pseudonym table) and ``studies`` (the DICOM series' StudyInstanceUIDs)."""
-    from cohortseg.io import read_tsv
+    from cohortseg.core.io import read_tsv
     from tests.workflow.test_dicom import dicom_cohort
     from tests.workflow.test_privacy import planted_cohort, pseudonymised_run
 

@@ -13,9 +13,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cohortseg.io import read_tsv, save_nifti
-from cohortseg.phantoms import demo_phantom_2d
-from cohortseg.pictures import picture_affine
+from cohortseg.core.io import read_tsv, save_nifti
+from cohortseg.inputs.demo import demo_phantom_2d
+from cohortseg.inputs.pictures import picture_affine
 from tests.workflow.conftest import snakemake
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cohortseg.io import read_tsv
+from cohortseg.core.io import read_tsv
 from tests.workflow.conftest import REPO, job_counts, snakemake
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.io import read_tsv
+from cohortseg.core.cohort import demo_subjects
+from cohortseg.core.io import read_tsv
 from tests.workflow.conftest import REPO, job_counts, snakemake
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from cohortseg.dicom import find_series, read_series, select_series
-from cohortseg.dicomseg import seg_label_on_grid, write_dicom_seg
-from cohortseg.dicomwrite import along_normal, write_series
-from cohortseg.io import load_nifti, read_tsv
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.io import load_nifti, read_tsv
+from cohortseg.dicom.seg import seg_label_on_grid, write_dicom_seg
+from cohortseg.dicom.series import find_series, read_series, select_series
+from cohortseg.dicom.writers import along_normal, write_series
+from cohortseg.inputs.demo import demo_phantom
 from tests.workflow.conftest import job_counts, snakemake
 from tests.workflow.test_privacy import leaks
 

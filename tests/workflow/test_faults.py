@@ -15,9 +15,8 @@ import nibabel as nib
 import pytest
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.patches import check_store
-from cohortseg.workflow import auto_shard_size
+from cohortseg.core.cohort import auto_shard_size, demo_subjects
+from cohortseg.preprocessing.patches import check_store
 from tests.workflow.conftest import REPO, job_counts, snakemake, snakemake_command
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -91,8 +90,8 @@ def test_a_damaged_patch_store_is_detected_and_rebuilt(finished):
 
 
 def test_a_flipped_byte_inside_a_patch_is_caught_when_read(tmp_path, demo_run):
-    from cohortseg.errors import CohortsegError
-    from cohortseg.patches import PatchDataset
+    from cohortseg.core.errors import CohortsegError
+    from cohortseg.preprocessing.patches import PatchDataset
 
     subject = next(s.subject for s in SUBJECTS if s.split == "train")
     store = tmp_path / "store.h5"

@@ -17,12 +17,12 @@ import h5py
 import numpy as np
 import pytest
 
-from cohortseg.cohort import Subject
-from cohortseg.io import read_json, read_tsv, save_nifti
-from cohortseg.phantoms import demo_phantom
-from cohortseg.plan import fingerprint, make_plan
+from cohortseg.core.cohort import Subject
+from cohortseg.core.io import read_json, read_tsv, save_nifti
+from cohortseg.inputs.demo import demo_phantom
+from cohortseg.preprocessing.plan import fingerprint, make_plan
 from tests.conftest import REPO, default_config
-from tests.test_sitefingerprint import foreground_voxels, percentile_bound
+from tests.preprocessing.test_site_fingerprint import foreground_voxels, percentile_bound
 from tests.workflow.conftest import snakemake
 from tests.workflow.test_invalid_input import FAST
 
@@ -55,7 +55,7 @@ def test_federated_backend_trains_by_rounds_between_sites(tmp_path):
         "--config",
         f"samples={sheet}",
         "training={backend: federated}",
-        "federated={rounds: 1, local_steps: 2}",  # rounds and resume: tests/test_federated.py
+        "federated={rounds: 1, local_steps: 2}",  # rounds and resume: tests/federated/test_task.py
         *FAST,
     )
     log = read_tsv(work / "results" / "model" / "training_log.tsv")
@@ -143,7 +143,7 @@ def check_federated_plan(sheet, work):
     """Each site fingerprinted its own training subjects with no id or path in it, the plan job
     merged them without opening an image, and the plan is the central plan of the same subjects
     (spacing, shape and patch exactly; mean and std to float64 rounding; percentiles within
-    cohortseg.sitefingerprint's stated bound)."""
+    cohortseg.preprocessing.site_fingerprint's stated bound)."""
     rows = read_tsv(sheet)
     train = [
         Subject(

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from cohortseg.io import read_tsv, save_nifti
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.io import read_tsv, save_nifti
+from cohortseg.inputs.demo import demo_phantom
 from tests.workflow.conftest import snakemake
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import os
 import nibabel as nib
 import pytest
 
-from cohortseg.io import read_tsv
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.io import read_tsv
+from cohortseg.inputs.demo import demo_phantom
 from tests.workflow.conftest import snakemake
 from tests.workflow.test_invalid_input import FAST
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cohortseg.geometry import ras_to_lps, world_bounding_box
-from cohortseg.io import load_nifti, read_json, read_tsv
-from cohortseg.meshes import read_mesh
+from cohortseg.core.geometry import ras_to_lps, world_bounding_box
+from cohortseg.core.io import load_nifti, read_json, read_tsv
+from cohortseg.evaluation.meshes import read_mesh
 from tests.workflow.conftest import REPO, job_counts, snakemake
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())

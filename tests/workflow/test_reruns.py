@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.io import load_nifti, save_nifti
-from cohortseg.workflow import auto_shard_size
+from cohortseg.core.cohort import auto_shard_size, demo_subjects
+from cohortseg.core.io import load_nifti, save_nifti
 from tests.workflow.conftest import REPO, job_counts, snakemake
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cohortseg.io import read_tsv, save_nifti
-from cohortseg.phantoms import demo_phantom
+from cohortseg.core.io import read_tsv, save_nifti
+from cohortseg.inputs.demo import demo_phantom
 from tests.workflow.conftest import snakemake
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from cohortseg.cohort import demo_subjects
-from cohortseg.perturb import DEGRADATIONS
-from cohortseg.robustness import degraded_above_clean, perturbed_copies, segment_and_score
-from cohortseg.uncertainty import spearman
+from cohortseg.core.cohort import demo_subjects
+from cohortseg.inference.uncertainty import spearman
+from cohortseg.trust.perturbations import DEGRADATIONS
+from cohortseg.trust.robustness import degraded_above_clean, perturbed_copies, segment_and_score
 from tests.workflow.conftest import REPO
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -10,10 +10,10 @@ import pytest
 import tifffile
 import yaml
 
-from cohortseg.io import read_tsv
-from cohortseg.privacy import pseudonym
-from cohortseg.wsiphantoms import synthetic_slide, write_synthetic_slide
-from cohortseg.wsiwrite import array_reader, write_pyramid
+from cohortseg.core.io import read_tsv
+from cohortseg.core.pseudonyms import pseudonym
+from cohortseg.wsi.demo import synthetic_slide, write_synthetic_slide
+from cohortseg.wsi.pyramid import array_reader, write_pyramid
 
 from .conftest import snakemake
 

@@ -13,28 +13,54 @@ import json
 import os
 import shlex
 
-from cohortseg.cohort import is_dicom
-from cohortseg.corrections import corrected_label_path
-from cohortseg.errors import CohortsegError
-from cohortseg import versions
-from cohortseg.patches import check_store
-from cohortseg.redact import REDACT_ENV
-from cohortseg import workflow as wf
+from cohortseg.core.cohort import is_dicom
+from cohortseg.annotation.corrections import corrected_label_path
+from cohortseg.core.errors import CohortsegError
+from cohortseg.workflow import registry as versions
+from cohortseg.preprocessing.patches import check_store
+from cohortseg.core.redact import REDACT_ENV
+from cohortseg.workflow.paths import (
+    INVALID_TABLE,
+    PLAN,
+    SITE_STAGES,
+    VALIDATION_OK,
+    convert_manifest_path,
+    inference_manifest_path,
+    mesh_paths,
+    meshes_manifest_path,
+    patch_store_path,
+    segmentation_path,
+    site_fingerprint_path,
+)
+from cohortseg.workflow.cohort import (
+    STAGE_SPLITS,
+    plan_subjects,
+    plan_subjects_by_site,
+    robustness_subjects,
+    site_stage_outputs,
+    training_sites,
+    workflow_cohort,
+)
+from cohortseg.workflow import markers, paths, resources
+from cohortseg.workflow.config import (
+    cohort_config,
+    is_federated,
+    plan_config,
+    plan_input,
+    training_config,
+)
 
 PRIVACY = config["privacy"]
 # Apptainer image for --software-deployment-method apptainer (null: no container).
 CONTAINER = config["container"]
 DEMO = config["samples"] == "demo"
 N_CLASSES = len(config["classes"]) + 1
-INVALID_TABLE = wf.INVALID_TABLE
-VALIDATION_OK = wf.VALIDATION_OK
-PLAN = wf.PLAN
 try:
     # Pseudonymised runs name subjects by a keyed hash in every path and table under results/
     # and logs/, and keep input paths out of logs and tables.
     if PRIVACY["pseudonymize"]:
         os.environ[REDACT_ENV] = "1"
-    COHORT = wf.workflow_cohort(wf.cohort_config(config))
+    COHORT = workflow_cohort(cohort_config(config))
     # Model versions (results/models/v{N}/): the checkpoint training starts from
     # (training.init_from; None: from scratch) and the one that segments the cohort
     # (model_version; null: the model trained by this run).
@@ -45,7 +71,7 @@ try:
     INFERENCE_MODEL = versions.inference_checkpoint(config["model_version"])
     # the plan that preprocessing, patches and training follow: at a site of a real federation
     # the coordinator's (federated.plan), else the plan job's
-    PLAN_INPUT = wf.plan_input(config)
+    PLAN_INPUT = plan_input(config)
 except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 
@@ -55,20 +81,20 @@ CORRECTIONS = COHORT.corrections
 TRAIN = COHORT.split_ids("train")
 VAL = COHORT.split_ids("val")
 # the training subjects the plan is made from: when fine-tuning, those of the parent model
-PLAN_SUBJECTS = wf.plan_subjects(COHORT, fine_tuning=INIT_FROM is not None)
+PLAN_SUBJECTS = plan_subjects(COHORT, fine_tuning=INIT_FROM is not None)
 # training.backend: federated: each site fingerprints its own training subjects and the plan
 # job merges those fingerprints (plan.smk); site -> its training subjects the plan is made from
-FEDERATED = wf.is_federated(config)
-PLAN_SITES = wf.plan_subjects_by_site(COHORT, fine_tuning=INIT_FROM is not None)
+FEDERATED = is_federated(config)
+PLAN_SITES = plan_subjects_by_site(COHORT, fine_tuning=INIT_FROM is not None)
 SITE_FINGERPRINTS = (
-    [wf.site_fingerprint_path(site) for site in PLAN_SITES] if FEDERATED else []
+    [site_fingerprint_path(site) for site in PLAN_SITES] if FEDERATED else []
 )
 # the sites whose SuperNode inputs the `site` target makes (train.smk): those with patch stores
-TRAINING_SITES = wf.training_sites(COHORT)
-# a shard of a site's stage (wf.SITE_STAGES) writes into its site's folder when federated
+TRAINING_SITES = training_sites(COHORT)
+# a shard of a site's stage (SITE_STAGES) writes into its site's folder when federated
 SITE = "{site}" if FEDERATED else None
 # stage -> {shard id: members of the stage's splits}, shards without any left out
-STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in wf.STAGE_SPLITS}
+STAGE_SHARDS = {stage: COHORT.stage_shards(stage) for stage in STAGE_SPLITS}
 
 
 def shards_of(stage):
@@ -86,7 +112,7 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-COHORT_JSON = as_json(wf.cohort_config(config))
+COHORT_JSON = as_json(cohort_config(config))
 
 
 wildcard_constraints:
@@ -100,14 +126,14 @@ def script(name):
     return f"{workflow.basedir}/scripts/{name}"
 
 
-segmentation = wf.segmentation_path
-inference_manifest = wf.inference_manifest_path
-meshes_manifest = wf.meshes_manifest_path
+segmentation = segmentation_path
+inference_manifest = inference_manifest_path
+meshes_manifest = meshes_manifest_path
 
 
 def site_outputs(stage):
     """Input function: the outputs of the job's site's shard jobs of a stage."""
-    return lambda w: wf.site_stage_outputs(COHORT, stage, w.site)
+    return lambda w: site_stage_outputs(COHORT, stage, w.site)
 
 
 def stage_outputs(stage):
@@ -117,30 +143,30 @@ def stage_outputs(stage):
 
 def meshes_of(subject):
     """A subject's mesh files, one per class."""
-    return wf.mesh_paths(subject, config["classes"], config["meshes"]["format"])
+    return mesh_paths(subject, config["classes"], config["meshes"]["format"])
 
 
 def cluster_resources(rule_name):
-    """SLURM resources of a rule (cohortseg.workflow.cluster_resources)."""
-    return wf.cluster_resources(config["cluster"], config["training"], rule_name)
+    """SLURM resources of a rule (cohortseg.workflow.resources.cluster_resources)."""
+    return resources.cluster_resources(config["cluster"], config["training"], rule_name)
 
 
 def train_launcher():
     """Command prefix that starts the training ranks (see training.launcher)."""
     try:
-        return wf.train_launcher(config["training"], config["cluster"])
+        return resources.train_launcher(config["training"], config["cluster"])
     except CohortsegError as exc:
         raise WorkflowError(f"cohortseg: {exc}") from None
 
 
 def rule_threads(rule_name):
     """Threads of a rule: its cpus_per_task (locally capped at --cores by Snakemake)."""
-    return wf.rule_threads(config["cluster"], rule_name)
+    return resources.rule_threads(config["cluster"], rule_name)
 
 
 def tracked(paths):
     """Input files to track: the demo's, or a real cohort's that exist (see workflow.py)."""
-    return wf.tracked(paths, DEMO)
+    return markers.tracked(paths, DEMO)
 
 
 def plan_files(kind):
@@ -159,14 +185,14 @@ def site_plan_files(kind):
 
 
 def by_site(path):
-    """A log or benchmark path of a shard job of a site's stage (wf.SITE_STAGES): with the
+    """A log or benchmark path of a shard job of a site's stage (SITE_STAGES): with the
     {site} wildcard of its output when federated."""
     return path.replace("{shard}", "{site}/{shard}") if FEDERATED else path
 
 
 def made_by_rules(paths):
     """The demo cohort's files (a rule makes them); none of a real cohort's."""
-    return wf.made_by_rules(paths, DEMO)
+    return markers.made_by_rules(paths, DEMO)
 
 
 def member_files(stage, kind):
@@ -185,7 +211,7 @@ def member_files(stage, kind):
 def converted(ids, shard):
     """The shard's conversion manifest if any of `ids` has DICOM inputs, else nothing."""
     dicom = any(s in COHORT.dicom for s in ids)
-    return [wf.convert_manifest_path(shard)] if dicom else []
+    return [convert_manifest_path(shard)] if dicom else []
 
 
 def dicom_sources(w):
@@ -203,7 +229,7 @@ def incomplete_marker(stage, *columns, table=None):
 
     def marker(w):
         manifest = table(w.shard) if table else COHORT.stage_output(stage, w.shard)
-        return wf.missing_files_marker(
+        return markers.missing_files_marker(
             manifest, f"{os.path.dirname(manifest)}/.incomplete/{w.shard}", columns
         )
 
@@ -214,9 +240,9 @@ def damaged_store_marker(w):
     """`patches`: a shard with a store that fails a cheap integrity check is rebuilt."""
     problems = []
     for s in STAGE_SHARDS["patches"][w.shard]:
-        store = wf.patch_store_path(s, COHORT.product_site(s))
+        store = patch_store_path(s, COHORT.product_site(s))
         problem = check_store(store) if os.path.exists(store) else None
         if problem:
             problems.append(f"{store}: {problem}\n")
     folder = os.path.dirname(COHORT.stage_output("patches", w.shard))
-    return wf.rerun_marker(f"{folder}/.damaged/{w.shard}", "".join(problems))
+    return markers.rerun_marker(f"{folder}/.damaged/{w.shard}", "".join(problems))

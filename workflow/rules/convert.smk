@@ -1,6 +1,6 @@
 # DICOM inputs to NIfTI, in shards (the shards of every stage; only subjects with a DICOM image
 # or label): one series per subject (selected by the sheet's `series` column or dicom.series),
-# its slices checked and converted by cohortseg.dicom (highdicom), written under
+# its slices checked and converted by cohortseg.dicom.series (highdicom), written under
 # results/converted/. A subject whose series cannot become one regular volume is a validation
 # problem of that subject (one line in results/qc/invalid_subjects.tsv), not a failed job.
 
@@ -10,7 +10,7 @@ rule convert:
         sources=dicom_sources,
         incomplete=incomplete_marker("convert", "image", "label"),
     output:
-        wf.convert_manifest_path("{shard}"),
+        paths.convert_manifest_path("{shard}"),
     log:
         "logs/convert/{shard}.log",
     benchmark:
@@ -40,12 +40,12 @@ DICOM_SEGS = stage_outputs("dicom_seg") if config["outputs"]["dicom_seg"] else [
 rule dicom_seg:
     input:
         segmented=inference_manifest("{shard}"),
-        converted=wf.convert_manifest_path("{shard}"),
+        converted=paths.convert_manifest_path("{shard}"),
         model="results/model/best.pt",
         sources=dicom_sources,
         incomplete=incomplete_marker("dicom_seg", "dicom_seg"),
     output:
-        wf.dicom_seg_manifest_path("{shard}"),
+        paths.dicom_seg_manifest_path("{shard}"),
     log:
         "logs/dicom_seg/{shard}.log",
     benchmark:

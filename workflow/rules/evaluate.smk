@@ -9,7 +9,7 @@ rule evaluate:
         segmented=inference_manifest("{shard}"),
         labels=member_files("infer", "label"),
     output:
-        wf.metrics_shard_path("{shard}"),
+        paths.metrics_shard_path("{shard}"),
     log:
         "logs/evaluate/{shard}.log",
     benchmark:

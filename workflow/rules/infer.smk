@@ -14,11 +14,11 @@ rule infer:
         validated=lambda w: COHORT.stage_output("validate", w.shard),
         incomplete=incomplete_marker("infer", "segmentation"),
         incomplete_maps=incomplete_marker(
-            "infer", "uncertainty_map", table=wf.uncertainty_shard_path
+            "infer", "uncertainty_map", table=paths.uncertainty_shard_path
         ),
     output:
         manifest=inference_manifest("{shard}"),
-        uncertainty=wf.uncertainty_shard_path("{shard}"),
+        uncertainty=paths.uncertainty_shard_path("{shard}"),
     log:
         "logs/infer/{shard}.log",
     benchmark:

@@ -10,7 +10,7 @@
 #
 # With training.backend: federated each site fingerprints its own training subjects
 # (site_fingerprint: aggregates only, no voxel, no subject id; results/sites/{site}/) and the
-# plan job merges those fingerprints without opening an image (cohortseg.sitefingerprint).
+# plan job merges those fingerprints without opening an image (cohortseg.preprocessing.site_fingerprint).
 
 
 rule site_fingerprint:
@@ -20,7 +20,7 @@ rule site_fingerprint:
         validated=ancient(VALIDATION_OK),
         invalid=ancient(INVALID_TABLE),
     output:
-        wf.site_fingerprint_path("{site}"),
+        paths.site_fingerprint_path("{site}"),
     log:
         "logs/site_fingerprint/{site}.log",
     benchmark:
@@ -50,7 +50,7 @@ rule plan:
         validated=ancient(VALIDATION_OK),
         invalid=ancient(INVALID_TABLE),
     output:
-        fingerprint=wf.FINGERPRINT,
+        fingerprint=paths.FINGERPRINT,
         plan=PLAN,
     log:
         "logs/plan.log",
@@ -66,7 +66,7 @@ rule plan:
         script=script("plan.py"),
         members=PLAN_SUBJECTS,
         cohort=COHORT_JSON,
-        config=as_json(wf.plan_config(config)),
+        config=as_json(plan_config(config)),
     shell:
         "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
         " --config {params.config} --site-fingerprints {input.sites}"

@@ -13,10 +13,10 @@ rule preprocess:
         images=member_files("preprocess", "image"),
         labels=member_files("preprocess", "label"),
         plan=PLAN_INPUT,
-        validated=wf.validation_shard_path("{shard}", SITE),
+        validated=paths.validation_shard_path("{shard}", SITE),
         incomplete=incomplete_marker("preprocess", "image", "label", "geometry"),
     output:
-        wf.preprocessed_manifest_path("{shard}", SITE),
+        paths.preprocessed_manifest_path("{shard}", SITE),
     log:
         by_site("logs/preprocess/{shard}.log"),
     benchmark:
@@ -40,12 +40,12 @@ rule preprocess:
 
 rule patches:
     input:
-        preprocessed=wf.preprocessed_manifest_path("{shard}", SITE),
+        preprocessed=paths.preprocessed_manifest_path("{shard}", SITE),
         plan=PLAN_INPUT,
         incomplete=incomplete_marker("patches", "store"),
         damaged=damaged_store_marker,
     output:
-        wf.patch_manifest_path("{shard}", SITE),
+        paths.patch_manifest_path("{shard}", SITE),
     log:
         by_site("logs/patches/{shard}.log"),
     benchmark:

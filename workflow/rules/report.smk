@@ -1,7 +1,7 @@
 # What users look at: QC montages and the pages and figures that `snakemake --report
 # results/report.html` gathers (outputs marked report(), captions in workflow/report/).
-from cohortseg.io import read_json
-from cohortseg.redact import write_shown_config
+from cohortseg.core.io import read_json
+from cohortseg.workflow.config import write_shown_config
 
 
 report: "../report/workflow.rst"
@@ -169,7 +169,7 @@ rule calibration:
 
 # Dice and uncertainty of the current model on a few test subjects perturbed at graded
 # strengths (checked by validation; a verdict changed later does not rerun it).
-ROBUSTNESS_SUBJECTS = wf.robustness_subjects(
+ROBUSTNESS_SUBJECTS = robustness_subjects(
     COHORT, config["report"]["robustness_subjects"]
 )
 

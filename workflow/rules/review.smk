@@ -9,7 +9,7 @@ rule review:
         stats="results/stats.tsv",
         metrics="results/metrics.tsv",
     output:
-        wf.REVIEW_TABLE,
+        paths.REVIEW_TABLE,
     log:
         "logs/review.log",
     benchmark:

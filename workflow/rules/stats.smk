@@ -6,11 +6,11 @@
 # each segmentation is requested by one rule only: planning 50,000 subjects stays fast.
 rule stats:
     input:
-        metrics=wf.metrics_shard_path("{shard}"),
+        metrics=paths.metrics_shard_path("{shard}"),
         segmented=inference_manifest("{shard}"),
-        uncertainty=wf.uncertainty_shard_path("{shard}"),
+        uncertainty=paths.uncertainty_shard_path("{shard}"),
     output:
-        wf.stats_shard_path("{shard}"),
+        paths.stats_shard_path("{shard}"),
     log:
         "logs/stats/{shard}.log",
     benchmark:

@@ -37,9 +37,9 @@ rule train:
         script=script("train.py"),
         launch=train_launcher(),
         cohort=COHORT_JSON,
-        config=as_json(wf.training_config(config)),
+        config=as_json(training_config(config)),
         out_dir=lambda w, output: os.path.dirname(output.best),
-        checkpoint_dir=wf.TRAIN_CHECKPOINT_DIR,
+        checkpoint_dir=paths.TRAIN_CHECKPOINT_DIR,
         init_from=f"--init-from {INIT_FROM}" if INIT_FROM else "",
     shell:
         "{params.launch} python {params.script} --plan {input.plan} --cohort {params.cohort}"
@@ -60,11 +60,11 @@ rule supernode_inputs:
         stores=site_outputs("patches"),
         val=site_outputs("preprocess"),
     output:
-        stores=wf.supernode_paths("{site}")["stores.txt"],
-        val=wf.supernode_paths("{site}")["val.tsv"],
-        config=wf.supernode_paths("{site}")["config.json"],
-        plan=wf.supernode_paths("{site}")["plan.json"],
-        script=wf.supernode_paths("{site}")["supernode.sh"],
+        stores=paths.supernode_paths("{site}")["stores.txt"],
+        val=paths.supernode_paths("{site}")["val.tsv"],
+        config=paths.supernode_paths("{site}")["config.json"],
+        plan=paths.supernode_paths("{site}")["plan.json"],
+        script=paths.supernode_paths("{site}")["supernode.sh"],
     log:
         "logs/supernode_inputs/{site}.log",
     conda:
@@ -76,7 +76,7 @@ rule supernode_inputs:
     params:
         script=script("supernode_inputs.py"),
         cohort=COHORT_JSON,
-        config=as_json(wf.training_config(config)),
+        config=as_json(training_config(config)),
     shell:
         "python {params.script} --cohort {params.cohort} --site {wildcards.site}"
         " --config {params.config} --plan {input.plan} > {log} 2>&1"
@@ -84,4 +84,4 @@ rule supernode_inputs:
 
 rule site:
     input:
-        [wf.supernode_paths(site)["supernode.sh"] for site in TRAINING_SITES],
+        [paths.supernode_paths(site)["supernode.sh"] for site in TRAINING_SITES],

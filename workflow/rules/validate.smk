@@ -23,7 +23,7 @@ rule validate:
         ],
         converted=lambda w: converted(members("validate")(w), w.shard),
     output:
-        wf.validation_shard_path("{shard}", SITE),
+        paths.validation_shard_path("{shard}", SITE),
     log:
         by_site("logs/validate/{shard}.log"),
     benchmark:

@@ -1,6 +1,6 @@
 # Wiring of the whole-slide rules (wsi.smk): the slides of wsi.slides, their shards per stage
-# (cohortseg.wsicohort, pure functions of the config), and the input functions of the rules.
-from cohortseg import wsicohort
+# (cohortseg.wsi.cohort, pure functions of the config), and the input functions of the rules.
+from cohortseg.wsi import cohort as wsicohort
 
 WSI = config["wsi"]
 WSI_DEMO = WSI["slides"] == "demo"
@@ -34,6 +34,8 @@ def wsi_inputs(stage):
 
     def files(w):
         slides = [WSI_SLIDES[s] for s in WSI_SHARDS[stage][w.shard]]
-        return wf.tracked([p for s in slides for p in (s.image, s.label)], WSI_DEMO)
+        return markers.tracked(
+            [p for s in slides for p in (s.image, s.label)], WSI_DEMO
+        )
 
     return files

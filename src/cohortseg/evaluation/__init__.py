@@ -1,0 +1,1 @@
+"""Layer 4: metrics against labels, shape statistics, and surface meshes."""
