@@ -235,6 +235,10 @@ def test_deidentified_copies_are_valid_and_convert_like_their_source(
     tmp_path, modality, multi_frame
 ):
     files = series_files(tmp_path, multi_frame, modality)
+    for path in files:  # a source without Study ID (Type 2), as some exports are
+        ds = pydicom.dcmread(path)
+        del ds.StudyID
+        ds.save_as(path, enforce_file_format=True)
     options = DeidentificationOptions(True, True, ("SAG_3D_DESS",))
     copies = write_deidentified_series(
         files, Deidentifier("sub-1", KEY, options), tmp_path / "copy"

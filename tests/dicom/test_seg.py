@@ -183,7 +183,8 @@ def write_overlapping_seg(path, series, label, affine, classes=CLASSES):
 
     from cohortseg.dicom.seg import labels_volume, segment_descriptions
 
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
+    as_given = Identity("another tool", "source")  # the source's header, Type 2 present
+    sources = [as_given.header(pydicom.dcmread(f, stop_before_pixels=True)) for f in series.files]
     masks = [label == 1, (label == 1) | (label == 2), label == 3]
     frame = str(sources[0].FrameOfReferenceUID)
     volumes = [labels_volume(m.astype(np.uint8), affine, frame) for m in masks]

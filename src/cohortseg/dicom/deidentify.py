@@ -67,6 +67,19 @@ DUMMY_TEXT = "ANONYMIZED"
 
 STANDARD_UID_ROOT = "1.2.840.10008."
 
+#: Type 2 attributes of the Patient and General Study modules: every object written has them.
+TYPE_2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
 
 @dataclass(frozen=True)
 class DeidentificationOptions:
@@ -200,6 +213,9 @@ class Deidentifier:
             kept = self._element(elem)
             if kept is not None:
                 out.add(kept)
+        for keyword in TYPE_2_PATIENT_STUDY:  # present, as the objects' IODs want them
+            if keyword not in out:
+                setattr(out, keyword, "")
         out.PatientName = self.subject
         out.PatientID = self.subject
         self.mark(out)

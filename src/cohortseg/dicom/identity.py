@@ -85,8 +85,18 @@ class Identity:
         return self.deidentifier is not None and self.key is not None
 
     def header(self, source: Dataset) -> Dataset:
-        """A source image's header as the outputs may carry and reference it."""
-        return source if self.deidentifier is None else self.deidentifier.dataset(source)
+        """A source image's header as the outputs may carry and reference it (a copy), the
+        Type 2 patient and study attributes present (empty where the source has none)."""
+        import copy
+
+        from cohortseg.dicom.deidentify import TYPE_2_PATIENT_STUDY
+
+        deidentifier = self.deidentifier
+        header = copy.copy(source) if deidentifier is None else deidentifier.dataset(source)
+        for keyword in TYPE_2_PATIENT_STUDY:
+            if keyword not in header:
+                setattr(header, keyword, "")
+        return header
 
     def created(self, header: Dataset) -> dict[str, str]:
         """Dates and times of an object made from ``header`` (as :meth:`header` returned it):

@@ -34,7 +34,7 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 
 #: Patient and study attributes an RTSTRUCT copies from its source's header (as
-#: :meth:`Identity.header` gives it); those of Type 2 are present even where empty.
+#: :meth:`Identity.header` gives it, the Type 2 ones present).
 PATIENT_STUDY_KEYWORDS = (
     "PatientName",
     "PatientID",
@@ -52,17 +52,6 @@ PATIENT_STUDY_KEYWORDS = (
     "StudyID",
     "AccessionNumber",
     "StudyDescription",
-)
-TYPE_2 = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
 )
 
 
@@ -148,8 +137,6 @@ def rtstruct_dataset(
     for keyword in PATIENT_STUDY_KEYWORDS:
         if keyword in first:
             setattr(ds, keyword, first[keyword].value)
-        elif keyword in TYPE_2:
-            setattr(ds, keyword, "")
     seed = [series.uid, model_id, identity.key.hex() if identity.key else "", "rtstruct"]
     _series_and_equipment(ds, identity.created(first), seed)
     frame_of_reference = str(first.FrameOfReferenceUID)

@@ -119,6 +119,18 @@ def _base_dataset(
     return ds
 
 
+def _dated_like_the_study(image: Dataset, base: Dataset) -> None:
+    """The enhanced object's creation dates (highdicom's clock) set to the study's, so that
+    the same demo gives the same bytes, and its only dates are the patient's."""
+    day = str(base.get("StudyDate", "") or "")
+    if not day:
+        return
+    image.InstanceCreationDate, image.InstanceCreationTime = day, base.StudyTime
+    for item in image.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = f"{day}{base.StudyTime}"
+
+
 def _slices(data: np.ndarray, affine: np.ndarray, base: Dataset, seed: int) -> list[Dataset]:
     """One single-frame dataset per slice k of ``data`` (X, Y, Z) under RAS ``affine``."""
     lps = LPS_TO_RAS @ np.asarray(affine, float)
@@ -222,6 +234,7 @@ def write_series(
         # the single-frame objects it was converted from are not written: nothing to refer to
         del image.ReferencedSeriesSequence
         image.Laterality = ""  # Type 2C (a paired body part may be imaged), dropped by highdicom
+        _dated_like_the_study(image, base)
         path = folder / "enhanced.dcm"
         with atomic_write(path) as tmp:
             image.save_as(tmp)
