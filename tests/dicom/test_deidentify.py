@@ -221,11 +221,16 @@ def test_patient_characteristics_stay_only_with_their_option(tmp_path):
     assert (kept.PatientSex, kept.PatientAge, kept.PatientWeight) == ("F", "061Y", 72)
 
 
-def test_an_image_with_burned_in_annotation_is_refused(tmp_path):
-    source = pydicom.dcmread(series_files(tmp_path)[0])
+def test_a_copy_of_an_image_with_burned_in_annotation_is_refused(tmp_path):
+    """Its pixels may carry a name; a SEG or RTSTRUCT only references it (no pixels)."""
+    files = series_files(tmp_path)
+    source = pydicom.dcmread(files[0])
     source.BurnedInAnnotation = "YES"
+    source.save_as(files[0], enforce_file_format=True)
     with pytest.raises(DicomSeriesError, match="BurnedInAnnotation is YES"):
-        Deidentifier("sub-1", KEY).dataset(source)
+        write_deidentified_series(files, Deidentifier("sub-1", KEY), tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+    assert Deidentifier("sub-1", KEY).dataset(source).BurnedInAnnotation == "YES"
 
 
 @pytest.mark.parametrize(

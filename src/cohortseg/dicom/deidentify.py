@@ -9,8 +9,8 @@ attributes the dictionary does not know are removed; a person name or a date the
 list gets the action of its kind (``Z``; dates as the table's dates); the file meta information
 is written anew. Objects carry PatientIdentityRemoved ``YES``, DeidentificationMethod and
 DeidentificationMethodCodeSequence (CID 7050) naming the profile and each option applied, and
-LongitudinalTemporalInformationModified. An image whose BurnedInAnnotation is ``YES`` is refused:
-the Clean Pixel Data Option is not implemented.
+LongitudinalTemporalInformationModified. A copy of an image whose BurnedInAnnotation is ``YES`` is
+refused: the Clean Pixel Data Option is not implemented.
 """
 
 from __future__ import annotations
@@ -202,12 +202,10 @@ class Deidentifier:
         return _shift_date(value, self.shift_days) if self.shift_days else value
 
     def dataset(self, source: Dataset) -> Dataset:
-        """A de-identified copy of ``source`` (file meta information left out), marked with
-        :meth:`mark`, PatientName and PatientID set to :attr:`subject`.
-
-        Raises ``DicomSeriesError`` for an image whose BurnedInAnnotation is ``YES``."""
-        if str(source.get("BurnedInAnnotation", "")).upper() == "YES":
-            raise DicomSeriesError(BURNED_IN)
+        """A de-identified copy of ``source``'s attributes (file meta information left out;
+        pixel data as they are: see :func:`write_deidentified_series` for images whose pixels
+        may carry text), marked with :meth:`mark`, PatientName and PatientID set to
+        :attr:`subject`."""
         out = Dataset()
         for elem in source:
             kept = self._element(elem)
@@ -355,7 +353,13 @@ def write_deidentified_series(
 ) -> list[str]:
     """Write a de-identified copy of each source file (pixel data and transfer syntax as
     they are) into ``folder`` as ``IM0001.dcm``…, in the order given, and remove copies of an
-    earlier run beyond those; returns the paths."""
+    earlier run beyond those; returns the paths.
+
+    Raises ``DicomSeriesError`` for an image whose BurnedInAnnotation is ``YES`` (the Clean
+    Pixel Data Option is not implemented), before writing anything."""
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    if burned_in(headers):
+        raise DicomSeriesError(BURNED_IN)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = {f"IM{k:04d}.dcm" for k in range(1, len(files) + 1)}
