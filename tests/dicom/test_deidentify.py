@@ -248,7 +248,6 @@ def test_deidentified_copies_are_valid_and_convert_like_their_source(
     copies = write_deidentified_series(
         files, Deidentifier("sub-1", KEY, options), tmp_path / "copy"
     )
-    assert dciodvfy_errors(copies) == []
     original = read_series(select_series(find_series(files[0].parent)[0], None), 0.1)
     copied = read_series(select_series(find_series(tmp_path / "copy")[0], None), 0.1)
     np.testing.assert_array_equal(copied.data, original.data)
@@ -261,6 +260,7 @@ def test_deidentified_copies_are_valid_and_convert_like_their_source(
     stale.write_bytes(b"old")
     write_deidentified_series(files, Deidentifier("sub-1", KEY), tmp_path / "copy")
     assert not stale.exists()
+    assert dciodvfy_errors(copies) == []  # last: without the tool the test skips here
 
 
 def test_seg_identity_source_is_a_config_error_in_pseudonymised_runs(monkeypatch):
