@@ -69,5 +69,6 @@ rule all:
         MESHES,
         MAPPING_TARGETS,
         DICOM_SEGS,
+        RTSTRUCTS,
         # every inference shard's manifest (it stands for the shard's segmentations)
         stage_outputs("infer"),
