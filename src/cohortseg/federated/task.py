@@ -175,7 +175,7 @@ def site_validation_dice(
     """Validation Dice of the weights ``state`` on a site's val subjects (``val_manifest``: a
     preprocessing manifest; empty: none): ``num-examples`` (their number, the weight),
     ``val-dice-mean`` and ``val-dice-{class}``."""
-    from cohortseg.training.loop import validation_dice
+    from cohortseg.training.tasks import validation_dice
 
     subjects = [s for s in read_subjects(val_manifest) if s.split == "val"] if val_manifest else []
     classes = list(plan["classes"])
