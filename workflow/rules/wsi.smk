@@ -97,7 +97,8 @@ rule wsi_patches:
 
 rule wsi_train:
     input:
-        wsi_tables("patches"),
+        patches=wsi_tables("patches"),
+        tissue=wsi_tables("tissue"),
     output:
         wsicohort.MODEL,
     log:
@@ -113,10 +114,15 @@ rule wsi_train:
         **cluster_resources("wsi_train"),
     params:
         script=script("wsi_train.py"),
+        launch=resources.train_launcher(WSI["training"], config["cluster"]),
         wsi=WSI_JSON,
+        privacy=PRIVACY_JSON,
+        out_dir=os.path.dirname(wsicohort.MODEL),
+        checkpoint_dir=wsicohort.TRAIN_CHECKPOINT_DIR,
     shell:
-        "python {params.script} --wsi {params.wsi} --manifests {input}"
-        " --checkpoint {output} > {log} 2>&1"
+        "{params.launch} python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
+        " --manifests {input.patches} --tissue {input.tissue} --out-dir {params.out_dir}"
+        " --checkpoint-dir {params.checkpoint_dir} > {log} 2>&1"
 
 
 rule wsi_infer:
