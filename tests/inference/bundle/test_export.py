@@ -1,99 +1,101 @@
-"""MONAI bundle export: the files the specification asks for, and `monai.bundle run` on a NIfTI
-folder segments exactly as cohortseg does."""
+"""MONAI bundle export: every file the specification and MONAI's tools expect, a folder that
+appears whole or not at all, and ``configs/inference.json`` segmenting exactly as cohortseg's
+inference does, with test-time augmentation and without (here run in-process; in a clean MONAI
+environment by tests/inference/bundle/test_clean_env.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import torch
+import pytest
+from monai.bundle import run as run_bundle
 
-from cohortseg.core.io import load_nifti
-from cohortseg.inference.bundle import export_bundle
-from cohortseg.inference.shard import ShardItem, segment_items
-from cohortseg.networks.build import build_network
-from tests.conftest import default_config
-
-REPO = Path(__file__).resolve().parents[2]
-MODEL = {"name": "UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
-MANDATORY = (
-    "version",
-    "monai_version",
-    "pytorch_version",
-    "numpy_version",
-    "optional_packages_version",
-    "task",
-    "description",
-    "authors",
-    "copyright",
-    "network_data_format",
+from cohortseg.core.errors import CohortsegError
+from cohortseg.inference.bundle import export as export_module
+from cohortseg.inference.bundle.export import BUNDLE_FILES, export_bundle, is_complete
+from tests.inference.bundle.common import (
+    INFERENCE,
+    assert_same_segmentation,
+    pipeline_segmentations,
 )
 
 
-def make_checkpoint(path: Path, plan: dict) -> torch.nn.Module:
-    """A cohortseg checkpoint of an untrained network, its class scores skewed per voxel by
-    the image (a bias on class 1) so that the label maps hold several classes."""
-    torch.manual_seed(0)
-    net = build_network(MODEL, len(plan["classes"]) + 1)
-    torch.save({"model_state": net.state_dict(), "model_config": MODEL, "plan": plan}, path)
-    return net.eval()
+def image_folder(phantoms, folder: Path) -> Path:
+    """The phantoms' images as ``{subject}.nii.gz`` in one folder, as a user's images are."""
+    folder.mkdir(exist_ok=True)
+    for sid, image, _ in phantoms:
+        (folder / f"{sid}.nii.gz").symlink_to(image)
+    return folder
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Dice over the label values present in either map (background included)."""
-    values = np.union1d(np.unique(a), np.unique(b))
-    return float(
-        np.mean(
-            [2 * np.sum((a == v) & (b == v)) / (np.sum(a == v) + np.sum(b == v)) for v in values]
+@contextmanager
+def bundle_scripts(bundle: Path):
+    """The bundle's ``scripts`` importable, as MONAI's runner and MONAI Label make it, and
+    forgotten afterwards (another bundle's ``scripts`` is another package)."""
+    saved = list(sys.path)
+    forget = [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]
+    for name in forget:
+        del sys.modules[name]
+    sys.path.insert(0, str(bundle))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[name]
+
+
+def test_bundle_has_every_file(exported):
+    for name in BUNDLE_FILES:
+        assert (exported.bundle / name).stat().st_size > 0, name
+    assert is_complete(exported.bundle)
+    assert not is_complete(exported.root)
+    leftovers = [p.name for p in exported.root.iterdir() if p.name.startswith(".bundle.")]
+    assert leftovers == [], "the staging folder is removed"
+
+
+@pytest.mark.parametrize("tta", ["mirror", "none"])
+def test_inference_config_segments_as_the_pipeline(exported, tmp_path, tta):
+    images = image_folder(exported.phantoms, tmp_path / "images")
+    out = tmp_path / "bundle_out"
+    overrides = {} if tta == INFERENCE["tta"] else {"inference#tta": tta}
+    with bundle_scripts(exported.bundle):
+        run_bundle(
+            config_file=str(exported.bundle / "configs" / "inference.json"),
+            bundle_root=str(exported.bundle),
+            dataset_dir=str(images),
+            output_dir=str(out),
+            logging_file=False,
+            **overrides,
         )
+    ours = pipeline_segmentations(
+        exported.net, exported.plan, exported.phantoms, tmp_path / "own", {**INFERENCE, "tta": tta}
     )
+    for subject, path in ours.items():
+        assert_same_segmentation(out / f"{subject}_seg.nii.gz", path, min_dice=0.999)
 
 
-def test_bundle_files_and_run_reproduce_cohortseg(tmp_path, phantom_files, small_plan):
-    net = make_checkpoint(tmp_path / "best.pt", small_plan)
-    inference = {**default_config()["inference"], "overlap": 0.25}
-    bundle = export_bundle(tmp_path / "best.pt", tmp_path / "bundle", inference, version="1.0.0")
-    for name in (
-        "configs/metadata.json",
-        "configs/inference.json",
-        "models/model.pt",
-        "docs/README.md",
-    ):
-        assert (bundle / name).stat().st_size > 0, name
-    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
-    assert set(MANDATORY) <= set(metadata)
-    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] == "organ"
+def test_export_replaces_a_bundle_whole(exported, tmp_path):
+    out = tmp_path / "bundle"
+    (out / "models").mkdir(parents=True)
+    (out / "stale.txt").write_text("from an older export")
+    export_bundle(exported.checkpoint, out, INFERENCE)
+    assert is_complete(out) and not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
-    images = tmp_path / "images"
-    images.mkdir()
-    for sid, image, _ in phantom_files:
-        (images / f"{sid}.nii.gz").symlink_to(image)
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--bundle_root", str(bundle), "--dataset_dir", str(images),
-         "--output_dir", str(tmp_path / "bundle_out")],
-        cwd=bundle, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
-    items = [
-        ShardItem(sid, image, str(tmp_path / "own" / f"{sid}.nii.gz"))
-        for sid, image, _ in phantom_files
-    ]
-    assert segment_items(net, small_plan, items, inference, torch.device("cpu")) == []
-    for item in items:
-        own, own_affine = load_nifti(item.output, dtype=np.uint8)
-        theirs, affine = load_nifti(
-            tmp_path / "bundle_out" / f"{item.subject}_seg.nii.gz", dtype=np.uint8
-        )
-        np.testing.assert_allclose(affine, own_affine, atol=1e-6)
-        assert len(np.unique(own)) > 1, "the untrained network should predict several classes"
-        assert dice(theirs, own) >= 0.99, item.subject
+def test_a_failed_export_leaves_the_folder_as_it_was(exported, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise CohortsegError("ONNX export: differs")
+
+    monkeypatch.setattr(export_module, "export_onnx", broken)
+    with pytest.raises(CohortsegError, match="ONNX"):
+        export_bundle(exported.checkpoint, tmp_path / "bundle", INFERENCE)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_tta_is_refused_at_export(exported, tmp_path):
+    with pytest.raises(ValueError, match="tta"):
+        export_bundle(exported.checkpoint, tmp_path / "bundle", {**INFERENCE, "tta": "rotate"})
