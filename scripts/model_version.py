@@ -6,7 +6,7 @@ trained."""
 import argparse
 import logging
 
-from cohortseg.inference.bundle import export_bundle
+from cohortseg.inference.bundle.export import export_bundle, is_complete
 from cohortseg.workflow.cli import json_arg, run
 from cohortseg.workflow.registry import (
     register_version,
@@ -30,7 +30,7 @@ def main() -> None:
     )
     logging.getLogger("cohortseg").info("trained model: version v%d", n)
     bundle = version_dir(n, args.models_dir) / "bundle"
-    if not (bundle / "models" / "model.pt").exists():
+    if not is_complete(bundle):  # new, or exported before bundles carried all their files
         export_bundle(
             version_checkpoint(n, args.models_dir),
             bundle,
@@ -39,6 +39,7 @@ def main() -> None:
             description=f"cohortseg model version v{n} (parent: v{args.parent})"
             if args.parent
             else f"cohortseg model version v{n}, trained from scratch",
+            training=args.config["training"],
         )
     if args.model_version is not None:
         set_current(args.model_version, args.models_dir)

@@ -1,4 +1,5 @@
-"""Version pins agree across pyproject.toml, envs/*.yaml and singularity/cohortseg.def.
+"""Version pins agree across pyproject.toml, envs/*.yaml, singularity/cohortseg.def and what
+exported MONAI bundles ask for.
 
 A package pinned in more than one place must have one version everywhere, and torch must be
 2.13.0 in every one of them: a rule run in a conda env, the container and a pip install must
@@ -107,6 +108,14 @@ def pins_from_install_horovod(path: Path) -> Pins:
     return [("horovod", m[1])] if m else []
 
 
+def pins_of_bundles() -> Pins:
+    """The versions exported MONAI bundles ask for besides the environment's own
+    (cohortseg.inference.bundle.metadata: pytorch-ignite, which runs their train.json)."""
+    from cohortseg.inference.bundle.metadata import PYTORCH_IGNITE_VERSION
+
+    return [("pytorch-ignite", PYTORCH_IGNITE_VERSION)]
+
+
 def disagreements(sources: dict[str, Pins]) -> dict[str, dict[str, set[str]]]:
     """Packages with more than one version across (or within) the sources: name -> version ->
     the sources pinning it to that version."""
@@ -127,6 +136,7 @@ def all_sources() -> dict[str, Pins]:
         sources[f"envs/{env.name}"] = pins_from_conda_env(env)
     sources["singularity/cohortseg.def"] = pins_from_definition(DEFINITION)
     sources["scripts/install_horovod.sh"] = pins_from_install_horovod(INSTALL_HOROVOD)
+    sources["MONAI bundles (cohortseg.inference.bundle.metadata)"] = pins_of_bundles()
     return sources
 
 
@@ -153,11 +163,19 @@ def test_pins_agree_everywhere():
 
 def test_torch_is_pinned_to_the_same_version_everywhere():
     for source, pins in all_sources().items():
-        if source.startswith("scripts/"):
+        if source.startswith(("scripts/", "MONAI bundles")):
             continue
         torch = [v for name, v in pins if name == "torch"]
         assert torch, f"{source} does not pin torch"
         assert set(torch) == {TORCH}, f"{source} pins torch {sorted(set(torch))}, not {TORCH}"
+
+
+def test_onnx_and_onnxruntime_are_pinned_in_every_environment():
+    """The bundle's model.onnx is exported and checked wherever a model version is kept."""
+    for source, pins in all_sources().items():
+        if source.startswith(("pyproject", "envs/cohortseg", "singularity")):
+            names = {name for name, _ in pins}
+            assert {"onnx", "onnxruntime"} <= names, source
 
 
 def test_conda_envs_pin_every_pip_requirement_exactly():

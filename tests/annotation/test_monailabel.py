@@ -23,10 +23,10 @@ import torch
 
 from cohortseg.core.io import load_nifti
 from cohortseg.federated.deployment import free_port
-from cohortseg.inference.bundle import export_bundle
+from cohortseg.inference.bundle.export import export_bundle
 from cohortseg.inference.shard import ShardItem, segment_items
 from tests.conftest import default_config
-from tests.inference.test_bundle import dice, make_checkpoint
+from tests.inference.bundle.common import dice, make_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("COHORTSEG_MONAILABEL_VENV", REPO / ".venv-monailabel"))
@@ -74,10 +74,10 @@ def test_monai_label_serves_the_bundle_and_segments_as_cohortseg(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # no PYTHONPATH: the bundle carries the cohortseg code it runs (scripts/cohortseg_portable.py)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(REPO / "src"),  # this tree's cohortseg, which the bundle imports
         "MONAI_ZOO_SOURCE": "github",  # local bundles, no model-zoo look-up
     }
     log = tmp_path / "server.log"
