@@ -128,6 +128,17 @@ def start(cmd: list[str], env: dict[str, str], log: Path | None = None) -> subpr
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=handle, env=env)
 
 
+def training_ranks(launcher: subprocess.Popen) -> list:
+    """The training ranks a launcher (horovodrun, torchrun) started: its descendants running
+    scripts/train.py."""
+    import psutil
+
+    children = psutil.Process(launcher.pid).children(recursive=True)
+    ranks = [c for c in children if any(a.endswith("train.py") for a in c.cmdline())]
+    assert ranks, "the launcher started no training rank"
+    return ranks
+
+
 def wait_for_checkpoint(proc: subprocess.Popen, min_epoch: int) -> tuple[int, int, str]:
     """Read ``proc``'s log until it reports a checkpoint in epoch ``min_epoch`` or later at a
     step > 0 (mid-epoch); returns (epoch, step, log so far)."""
@@ -256,8 +267,12 @@ def test_horovod_ranks_agree_match_one_rank_with_twice_the_batch_and_resume(
     proc = start(cmd, clean_env())
     try:
         wait_for_checkpoint(proc, min_epoch=2)
-        proc.send_signal(signal.SIGTERM)  # horovodrun passes it on to the ranks
-        _, rest = proc.communicate(timeout=120)
+        # SIGUSR1 to every rank, as SLURM's --signal sends it to a job step's processes. Not
+        # SIGTERM to horovodrun: it passes SIGTERM on but SIGKILLs the ranks 5 s later (a
+        # constant of Horovod's), before a loaded machine has written the checkpoint.
+        for rank in training_ranks(proc):
+            rank.send_signal(signal.SIGUSR1)
+        _, rest = proc.communicate(timeout=600)
     finally:
         proc.kill()
     assert "Exit code: 75" in rest, rest[-3000:]
