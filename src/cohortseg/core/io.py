@@ -174,7 +174,7 @@ def _written_header(block: bytes) -> nib.Nifti1Header | nib.Nifti2Header | str:
         if size in (int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")):
             if len(block) < size:
                 return f"file too short for a NIfTI header ({len(block)} bytes of {size})"
-            return klass(block[:size], check=False)  # byte order from sizeof_hdr
+            return klass(block[:size], check=False)  # byte order from dim[0], as nibabel's
     return "not a NIfTI file (sizeof_hdr is neither 348 nor 540 in either byte order)"
 
 
@@ -188,7 +188,12 @@ def header_problems(header: nib.Nifti1Header | nib.Nifti2Header, file_size: int)
     the file (``file_size``, decompressed, in bytes), a valid ``scl_slope`` with a non-finite
     ``scl_inter``, and qform quaternion parameters that are no rotation where the qform is used.
     """
-    size = int(header["sizeof_hdr"])
+    size = header.sizeof_hdr  # 348 or 540
+    if int(header["sizeof_hdr"]) != size:  # the byte order comes from dim[0], as nibabel's
+        return [
+            f"sizeof_hdr = {int(header['sizeof_hdr'])} and dim[0] = {int(header['dim'][0])} "
+            f"disagree on the header's byte order (sizeof_hdr must be {size}, dim[0] 1 to 7)"
+        ]
     magic = header["magic"].item()
     if magic != _SINGLE_MAGIC[size]:
         return [
@@ -345,10 +350,10 @@ def scaled_voxels(img: nib.Nifti1Image) -> np.ndarray:
     """The image's voxel values in native byte order, scaled by ``scl_slope`` and ``scl_inter``.
 
     Unscaled voxels keep the file's data type; a big-endian file costs one copy, a native one
-    none (torch takes native byte order only). Scaled voxels are
-    float32 where the file's type converts to float32 exactly (8- and 16-bit integers, float16,
-    float32: the result is within float32 rounding of the exact one, and half the memory of
-    nibabel's float64), float64 otherwise.
+    none (torch takes native byte order only). Scaled voxels of an 8- or 16-bit integer type
+    are float32 (every raw value converts exactly, so each scaled one is within two float32
+    roundings of the exact value, in half the memory of nibabel's float64), unless a scaled
+    value could leave float32's range; all others are float64, as nibabel computes them.
     """
     proxy = img.dataobj
     raw = np.asanyarray(proxy.get_unscaled())
@@ -356,8 +361,11 @@ def scaled_voxels(img: nib.Nifti1Image) -> np.ndarray:
     slope, inter = float(proxy.slope), float(proxy.inter)
     if slope == 1.0 and inter == 0.0:
         return raw if raw.dtype == native else raw.astype(native)
-    exact = native.itemsize <= 2 or native == np.float32
-    scaled = raw.astype(np.float32 if exact else np.float64)
+    narrow = native.kind in "iu" and native.itemsize <= 2
+    if narrow:
+        largest = max(abs(int(np.iinfo(native).min)), int(np.iinfo(native).max))
+        narrow = largest * abs(slope) + abs(inter) <= float(np.finfo(np.float32).max)
+    scaled = raw.astype(np.float32 if narrow else np.float64)
     scaled *= slope
     scaled += inter
     return scaled
