@@ -213,9 +213,10 @@ def assert_float32_intensities(kind: Kind, got: np.ndarray, raw: np.ndarray) -> 
     """``got`` (float32) equals the float64 reference within float32 rounding.
 
     Unscaled: one rounding, at most half a float32 ulp of the value. Scaled: at most two (the
-    product, in float32 for types that convert exactly, then the sum), each at most half an ulp
-    of its exact result; one full ulp of the product plus one of the result covers both and the
-    reference's own float64 rounding (2^-53 relative, 2^29 times smaller).
+    product and the sum, in float32 for 8- and 16-bit integers; else float64 and then one
+    rounding to float32), each at most half an ulp of its exact result; one full ulp of the
+    product plus one of the result covers both and the float64 roundings (2^-53 relative,
+    2^29 times smaller).
     """
     reference = scaled(kind, raw)
     assert got.dtype == np.float32

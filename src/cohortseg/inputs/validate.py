@@ -17,7 +17,7 @@ import numpy as np
 
 from cohortseg.core.cohort import Subject
 from cohortseg.core.errors import CohortsegError, InvalidInputError
-from cohortseg.core.geometry import grid_mismatch
+from cohortseg.core.geometry import canonical_transform, grid_mismatch, spacing_of
 from cohortseg.core.io import affine_notes, read_nifti, read_tsv, scaled_voxels, write_tsv
 from cohortseg.core.redact import scrub, show_path
 
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 COLUMNS = ("subject", "kind", "file", "problem")
+# No scanner's field of view comes near 10 m; a header that says more is broken (the header
+# fuzzer, benchmarks/fuzz_headers.py, found 3.4e38 mm voxels, which no grid can be resampled
+# from).
+MAX_FIELD_OF_VIEW_MM = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,27 @@ def _check_geometry(img: nib.Nifti1Image, max_dim: int) -> list[str]:
         problems.append("affine has non-finite values")
     elif abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         problems.append("affine is singular (zero voxel volume)")
+    else:
+        problems += _extent_problems(affine, shape)
     return problems
+
+
+def _extent_problems(affine: np.ndarray, shape: tuple[int, ...]) -> list[str]:
+    """A field of view no scanner has, or voxel axes without a direction of their own (what
+    reorientation to RAS needs, :func:`cohortseg.core.geometry.canonical_transform`)."""
+    extent_mm = spacing_of(affine) * np.asarray(shape)
+    if extent_mm.max() > MAX_FIELD_OF_VIEW_MM:
+        sizes = ", ".join(f"{size:.3g}" for size in spacing_of(affine))
+        axis = int(extent_mm.argmax()) + 1
+        return [
+            f"the affine spans {extent_mm.max():.3g} mm along voxel axis {axis} (voxel sizes "
+            f"{sizes} mm): more than {MAX_FIELD_OF_VIEW_MM:g} mm, beyond any scanner; the "
+            "header's sform or qform is broken"
+        ]
+    ornt = canonical_transform(affine)
+    if np.isnan(ornt).any():
+        return ["the affine gives some voxel axes no direction of their own (degenerate axes)"]
+    return []
 
 
 def _read_data(img: nib.Nifti1Image) -> tuple[np.ndarray | None, str | None]:
