@@ -298,16 +298,19 @@ def nifti_bytes(header: nib.Nifti1Header, data: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("name", ["big.nii", "big.nii.gz"])
-def test_a_big_endian_file_loads_in_native_byte_order_for_torch(tmp_path, name):
+@pytest.mark.parametrize("dtype", [None, np.float32, np.uint8])
+def test_a_big_endian_file_loads_in_native_byte_order_for_torch(tmp_path, name, dtype):
+    # every reader of file data goes through load_nifti: inference (dtype None), preprocessing,
+    # training's validation and trust (float32), evaluation and labels (uint8)
     header = nib.Nifti1Header(endianness=">")
     header.set_data_dtype(np.int16)
-    values = np.arange(-12, 12, dtype=np.int16).reshape(2, 3, 4)
+    values = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
     raw = nifti_bytes(header, values)
     (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
 
-    data, _ = load_nifti(tmp_path / name, "sub-01", dtype=None)
+    data, _ = load_nifti(tmp_path / name, "sub-01", dtype=dtype)
 
-    assert data.dtype == np.int16 and data.dtype.isnative
+    assert data.dtype == (dtype or np.int16) and data.dtype.isnative
     np.testing.assert_array_equal(torch.as_tensor(data).numpy(), values)
 
 
