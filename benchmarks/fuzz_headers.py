@@ -236,8 +236,9 @@ def make_case(index: int, seed: int, bases: list, directory: Path) -> tuple[Path
     gzipped = bool(rng.random() < 0.5)
     case = {"gzip": gzipped, "swap_header": False, "keep_fraction": 1.0, "extension": bytes(4)}
     chosen = [MUTATIONS[int(k)] for k in rng.integers(len(MUTATIONS), size=rng.integers(1, 4))]
-    for mutation in chosen:
-        mutation(header, rng, case)
+    with np.errstate(over="ignore"):  # 3.5e38 into a float32 field is meant
+        for mutation in chosen:
+            mutation(header, rng, case)
     if case["swap_header"]:
         header = header.as_byteswapped()
     voxels = voxels[: int(len(voxels) * case["keep_fraction"])]

@@ -330,7 +330,8 @@ def affine_notes(path: str | os.PathLike[str], tolerance_mm: float = 1.0) -> lis
             codes[form] = 0
     if codes["sform"] > 0 and codes["qform"] > 0:
         shape = [max(1, int(n)) for n in header.get_data_shape()[:3]]
-        with contextlib.suppress(Exception):  # a broken qform: the sform is used regardless
+        # a broken qform (NaN, no rotation): the sform is used regardless
+        with contextlib.suppress(Exception), np.errstate(all="ignore"):
             shift = corner_distance_mm(header.get_sform(), header.get_qform(), shape)
             if shift > tolerance_mm:
                 notes.append(
