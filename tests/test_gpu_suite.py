@@ -33,7 +33,7 @@ def test_gpu_suite_runs_every_part_on_the_cpu(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=1800,  # a net for a hang: 169 s on 2 cores loaded 5-fold (each part 600 s at most)
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     figures = dict(

@@ -10,6 +10,7 @@ import stat
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from cohortseg.core.errors import CohortsegError, InvalidInputError
 from cohortseg.core.io import (
@@ -195,7 +196,7 @@ def test_load_nifti_rejects_a_file_that_is_not_nifti(tmp_path, name):
         load_nifti(path, "sub-02")
 
     assert "sub-02" in str(info.value) and str(path) in str(info.value)
-    assert "cannot read" in str(info.value)
+    assert "not a NIfTI file" in str(info.value) or "truncated or corrupt" in str(info.value)
 
 
 def test_load_nifti_rejects_a_truncated_gzip_file(tmp_path):
@@ -280,3 +281,59 @@ def test_json_round_trip(tmp_path):
     assert read_json(path) == obj
     assert path.read_text().endswith("\n")
     assert os.listdir(path.parent) == ["plan.json"]
+
+
+# --------------------------------------------------------------------------------------------
+# byte order and headers as written
+
+
+def nifti_bytes(header: nib.Nifti1Header, data: np.ndarray) -> bytes:
+    """A one-file NIfTI exactly as ``header`` says (no fixes by a writer): the header, the
+    4-byte extension flag, the voxels in the header's data type and byte order."""
+    header = header.copy()
+    header.set_data_shape(data.shape)
+    header["vox_offset"] = 352
+    voxels = np.asarray(data, header.get_data_dtype()).tobytes(order="F")
+    return header.binaryblock + bytes(4) + voxels
+
+
+@pytest.mark.parametrize("name", ["big.nii", "big.nii.gz"])
+@pytest.mark.parametrize("dtype", [None, np.float32, np.uint8])
+def test_a_big_endian_file_loads_in_native_byte_order_for_torch(tmp_path, name, dtype):
+    # every reader of file data goes through load_nifti: inference (dtype None), preprocessing,
+    # training's validation and trust (float32), evaluation and labels (uint8)
+    header = nib.Nifti1Header(endianness=">")
+    header.set_data_dtype(np.int16)
+    values = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    raw = nifti_bytes(header, values)
+    (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+
+    data, _ = load_nifti(tmp_path / name, "sub-01", dtype=dtype)
+
+    assert data.dtype == (dtype or np.int16) and data.dtype.isnative
+    np.testing.assert_array_equal(torch.as_tensor(data).numpy(), values)
+
+
+def test_a_native_file_is_not_copied_when_read_in_its_own_type(tmp_path):
+    save_nifti(tmp_path / "img.nii", np.ones((4, 5, 6), np.int16), np.eye(4))
+
+    data, _ = load_nifti(tmp_path / "img.nii", "sub-01", dtype=None)
+
+    assert isinstance(data.base, np.memmap) or isinstance(data, np.memmap)  # the file's pages
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        (np.array([0.0, 1.5]), "voxel value 1.5 is not a whole number in 0..255"),
+        (np.array([0, 256], np.int16), "voxel value 256 is not a whole number in 0..255"),
+        (np.array([-1, 2], np.int16), "voxel value -1 is not a whole number"),
+    ],
+)
+def test_a_label_map_that_uint8_cannot_hold_is_refused_not_wrapped(tmp_path, values, problem):
+    save_nifti(tmp_path / "lab.nii.gz", values.reshape(2, 1, 1), np.eye(4))
+
+    with pytest.raises(InvalidInputError, match=problem) as info:
+        load_nifti(tmp_path / "lab.nii.gz", "sub-09", dtype=np.uint8)
+
+    assert info.value.subject == "sub-09"

@@ -167,3 +167,35 @@ def test_random_volumes_never_crash_the_validator(
     assume(abs(abs(shift) * np.sqrt(3) - 1.0) > 1e-6)
     assert any("affine differs" in p.problem for p in found) == moved
     assert any("outside the configured classes" in p.problem for p in found) == (label.max() > 3)
+
+
+def test_intensities_beyond_float32_are_named(tmp_path):
+    data = np.ones((4, 4, 4), np.float64)
+    data[0, 0, 0] = 1e300
+    huge = Subject("a", save(tmp_path / "a.nii", data), None, "infer")
+    assert problems_of(huge) == [
+        "intensities up to 1e+300 exceed float32's range (3.4e+38), in which cohortseg "
+        "computes; rescale the image (or its scl_slope)"
+    ]
+    img = nib.Nifti1Image(np.full((4, 4, 4), 1000, np.int16), AFFINE)
+    img.header.set_slope_inter(1e36, 0.0)  # a scaled file whose intensities overflow float32
+    nib.save(img, str(tmp_path / "b.nii"))
+    scaled = Subject("b", str(tmp_path / "b.nii"), None, "infer")
+    assert "exceed float32's range" in problems_of(scaled)[0]
+
+
+def test_a_field_of_view_beyond_any_scanner_is_named(tmp_path):
+    # what the header fuzzer found: a sform of 3.4e38 mm voxels, from which no grid can be made
+    affine = np.diag([1.5, 3.4e38, 3.0, 1.0])
+    wild = Subject("a", save(tmp_path / "a.nii", np.ones((4, 4, 4), np.int16), affine), None, "x")
+    assert problems_of(wild) == [
+        "the affine spans 1.36e+39 mm along voxel axis 2 (voxel sizes 1.5, 3.4e+38, 3 mm): "
+        "more than 10000 mm, beyond any scanner; the header's sform or qform is broken"
+    ]
+    wide = Subject(
+        "b",
+        save(tmp_path / "b.nii", np.ones((4, 4, 4), np.int16), np.diag([400.0] * 3 + [1])),
+        None,
+        "x",
+    )
+    assert problems_of(wide) == []  # 1.6 m: a whole body fits

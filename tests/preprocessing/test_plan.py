@@ -8,7 +8,7 @@ import copy
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cohortseg.core.cohort import Subject
@@ -68,6 +68,7 @@ def test_patch_size_is_at_least_one_divisor():
     assert patch_size([5.0, 40.0, 3.0], [64, 64, 64], [8, 8, 8]) == [8, 40, 8]
 
 
+@settings(deadline=None)  # hypothesis's 200 ms per example is a wall-clock limit: none here
 @given(
     median=st.lists(st.floats(1, 400), min_size=3, max_size=3),
     cap=st.lists(st.integers(8, 256), min_size=3, max_size=3),

@@ -281,7 +281,8 @@ def open_in_browser(report: Path, tmp_path: Path, chromium: str) -> dict:
         "--dump-dom",
         checked.as_uri(),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    # a net for a hang (the page's own timers run on virtual time, 60 s at most)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     match = re.search(r'<pre id="cohortseg-check">(.*?)</pre>', proc.stdout, re.S)
     assert match, f"the check did not finish in the browser:\n{proc.stderr[-3000:]}"

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from cohortseg.core.errors import InvalidInputError
 from cohortseg.core.geometry import check_same_grid, spacing_of, voxel_volume_ml
 from cohortseg.core.io import load_nifti, parse_number
 
@@ -100,6 +101,19 @@ def summarise(rows: Sequence[Mapping], classes: Sequence[str], worst: int = 5) -
     return summary
 
 
+def _load_labels(path: str, subject: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (X, Y, Z) uint8 label map (a file of any type that holds whole numbers, see
+    :func:`cohortseg.core.io.load_nifti`) and its (4, 4) affine (mm), its values checked against
+    the classes where it is read (the file may have been replaced since validation)."""
+    labels, affine = load_nifti(path, subject, dtype=np.uint8)
+    top = int(labels.max())
+    if top >= n_classes:
+        raise InvalidInputError(
+            subject, path, f"label value {top} outside the configured classes 0..{n_classes - 1}"
+        )
+    return labels, affine
+
+
 def evaluate_subject(
     subject: str,
     split: str,
@@ -120,7 +134,7 @@ def evaluate_subject(
         If a file cannot be read or the label is not on the segmentation's grid.
     """
     n_classes = len(classes) + 1
-    pred, affine = load_nifti(segmentation, subject, dtype=np.uint8)
+    pred, affine = _load_labels(segmentation, subject, n_classes)
     row: dict = {"subject": subject, "split": split}
     row.update(
         {
@@ -129,7 +143,7 @@ def evaluate_subject(
         }
     )
     if label:
-        ref, label_affine = load_nifti(label, subject, dtype=np.uint8)
+        ref, label_affine = _load_labels(label, subject, n_classes)
         check_same_grid(
             subject,
             pred.shape,

@@ -80,9 +80,10 @@ def read_volume(item: ShardItem, pin_memory: bool = False) -> CanonicalImage:
     """Read and decode a subject's image and reorient it to RAS voxel order (a reader's job).
 
     The voxels keep the file's data type (int16 for most MR and CT: half the host memory and
-    the copy of float32); the device converts them. ``pin_memory`` puts the voxels in
-    page-locked memory for an asynchronous copy to a GPU. Raises ``InvalidInputError`` if the
-    file cannot be read.
+    the copy of float32), in native byte order, scaled where the header says so
+    (:func:`cohortseg.core.io.load_nifti`); the device converts them. ``pin_memory`` puts the
+    voxels in page-locked memory for an asynchronous copy to a GPU. Raises
+    ``InvalidInputError`` if the file cannot be read or is refused.
     """
     data, affine = load_nifti(item.image, item.subject, dtype=None)
     try:

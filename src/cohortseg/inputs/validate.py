@@ -6,10 +6,8 @@ Each problem is one line naming the subject, the file and what is wrong, e.g.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +16,19 @@ import nibabel as nib
 import numpy as np
 
 from cohortseg.core.cohort import Subject
-from cohortseg.core.errors import CohortsegError
-from cohortseg.core.geometry import grid_mismatch
-from cohortseg.core.io import read_tsv, write_tsv
+from cohortseg.core.errors import CohortsegError, InvalidInputError
+from cohortseg.core.geometry import canonical_transform, grid_mismatch, spacing_of
+from cohortseg.core.io import affine_notes, read_nifti, read_tsv, scaled_voxels, write_tsv
 from cohortseg.core.redact import scrub, show_path
 
 log = logging.getLogger(__name__)
 
 
 COLUMNS = ("subject", "kind", "file", "problem")
+# No scanner's field of view comes near 10 m; a header that says more is broken (the header
+# fuzzer, benchmarks/fuzz_headers.py, found 3.4e38 mm voxels, which no grid can be resampled
+# from).
+MAX_FIELD_OF_VIEW_MM = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -42,19 +44,13 @@ class Problem:
         return f"{self.subject}: {self.kind} {self.file}: {self.problem}"
 
 
-def _header(path: str) -> tuple[nib.Nifti1Image | None, str | None]:
-    """Load a NIfTI header (no voxel data); returns (image, None) or (None, problem)."""
-    if not os.path.exists(path):
-        return None, "file does not exist"
-    if os.path.getsize(path) == 0:
-        return None, "file is empty"
+def _header(subject: str, path: str) -> tuple[nib.Nifti1Image | None, str | None]:
+    """Open a NIfTI file, its header checked as written (:func:`cohortseg.core.io.read_nifti`);
+    returns (image, None) or (None, problem)."""
     try:
-        img = nib.load(path)
-    except Exception as exc:  # nibabel raises many types for broken files
-        return None, f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        return None, f"not a NIfTI file ({type(img).__name__})"
-    return img, None
+        return read_nifti(path, subject), None
+    except InvalidInputError as exc:
+        return None, exc.problem
 
 
 def _check_geometry(img: nib.Nifti1Image, max_dim: int) -> list[str]:
@@ -65,8 +61,6 @@ def _check_geometry(img: nib.Nifti1Image, max_dim: int) -> list[str]:
     if len(shape) != 3:
         problems.append(f"expected a 3D volume, got {len(img.shape)}D shape {tuple(img.shape)}")
         return problems
-    if min(shape) < 1:
-        problems.append(f"zero-length dimension in shape {tuple(shape)}")
     if max(shape) > max_dim:
         problems.append(
             f"dimension {max(shape)} exceeds validation.max_dim = {max_dim} (shape {tuple(shape)})"
@@ -76,21 +70,60 @@ def _check_geometry(img: nib.Nifti1Image, max_dim: int) -> list[str]:
         problems.append("affine has non-finite values")
     elif abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         problems.append("affine is singular (zero voxel volume)")
+    else:
+        problems += _extent_problems(affine, shape)
     return problems
 
 
-def _read_data(img: nib.Nifti1Image, path: str) -> tuple[np.ndarray | None, str | None]:
-    """All voxel data; a gzip stream is read to its end so that its CRC is checked too."""
+def _extent_problems(affine: np.ndarray, shape: tuple[int, ...]) -> list[str]:
+    """A field of view no scanner has, or voxel axes without a direction of their own (what
+    reorientation to RAS needs, :func:`cohortseg.core.geometry.canonical_transform`)."""
+    extent_mm = spacing_of(affine) * np.asarray(shape)
+    if extent_mm.max() > MAX_FIELD_OF_VIEW_MM:
+        sizes = ", ".join(f"{size:.3g}" for size in spacing_of(affine))
+        axis = int(extent_mm.argmax()) + 1
+        return [
+            f"the affine spans {extent_mm.max():.3g} mm along voxel axis {axis} (voxel sizes "
+            f"{sizes} mm): more than {MAX_FIELD_OF_VIEW_MM:g} mm, beyond any scanner; the "
+            "header's sform or qform is broken"
+        ]
+    ornt = canonical_transform(affine)
+    if np.isnan(ornt).any():
+        return ["the affine gives some voxel axes no direction of their own (degenerate axes)"]
+    return []
+
+
+def _read_data(img: nib.Nifti1Image) -> tuple[np.ndarray | None, str | None]:
+    """All voxel data as cohortseg reads them (native byte order, intensity scaling applied);
+    a gzip stream was read to its end, its CRC checked, when the file was opened."""
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                img = type(img).from_bytes(handle.read())
-        data = np.asanyarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        data = scaled_voxels(img)
+    except Exception as exc:  # nibabel and numpy raise many types for broken files
         return None, f"cannot read voxel data (truncated or corrupt: {exc})"
     if data.ndim == 4:
         data = data[..., 0]
     return data, None
+
+
+def _intensity_problems(data: np.ndarray) -> list[str]:
+    """Non-finite voxels, and values beyond float32 (in which cohortseg computes)."""
+    if not np.issubdtype(data.dtype, np.floating):
+        return []  # every integer type up to uint64 lies within float32's range
+    if not np.all(np.isfinite(data)):
+        return [f"{int(np.count_nonzero(~np.isfinite(data)))} NaN or infinite voxel(s)"]
+    largest, limit = float(np.max(np.abs(data))), float(np.finfo(np.float32).max)
+    if largest > limit:
+        return [
+            f"intensities up to {largest:.3g} exceed float32's range ({limit:.3g}), in which "
+            "cohortseg computes; rescale the image (or its scl_slope)"
+        ]
+    return []
+
+
+def _log_notes(subject: str, kind: str, path: str, tolerance_mm: float) -> None:
+    """Log how the affine was chosen where the header leaves room for doubt."""
+    for note in affine_notes(path, tolerance_mm):
+        log.warning("%s: %s %s: %s", subject, kind, show_path(path, kind), note)
 
 
 def validate_subject(
@@ -98,9 +131,13 @@ def validate_subject(
 ) -> list[Problem]:
     """Every problem with one subject's image and label (empty list: valid).
 
-    Checks headers first (existence, NIfTI, 3D, dimension limits, affine), then voxel data
-    (decodes completely, finite values), then the label (integer values within the classes,
-    shape and affine matching the image within ``affine_tolerance_mm``).
+    Checks headers first (existence, the header as written: :func:`cohortseg.core.io.read_nifti`
+    refuses RGB and complex data, zero or negative voxel sizes, truncated data and the like; 3D,
+    dimension limits, affine), then voxel data (decodes completely, finite values within
+    float32's range), then the label (integer values within the classes, shape and affine
+    matching the image within ``affine_tolerance_mm``). Where the header leaves the affine in
+    doubt (:func:`cohortseg.core.io.affine_notes`: sform and qform disagreeing by more than
+    ``affine_tolerance_mm``, neither set), a warning names the subject and the file.
     """
     problems: list[Problem] = []
 
@@ -108,32 +145,32 @@ def validate_subject(
         text = scrub(text, path, kind)  # messages of libraries may quote the path too
         problems.append(Problem(subject.subject, kind, show_path(path, kind), text))
 
-    img, err = _header(subject.image)
+    img, err = _header(subject.subject, subject.image)
     if err:
         add("image", subject.image, err)
     else:
+        _log_notes(subject.subject, "image", subject.image, affine_tolerance_mm)
         geo = _check_geometry(img, max_dim)
         for text in geo:
             add("image", subject.image, text)
         if not geo:
-            data, err = _read_data(img, subject.image)
-            if err:
-                add("image", subject.image, err)
-            elif np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
-                n_bad = int(np.count_nonzero(~np.isfinite(data)))
-                add("image", subject.image, f"{n_bad} NaN or infinite voxel(s)")
+            data, err = _read_data(img)
+            for text in [err] if err else _intensity_problems(data):
+                add("image", subject.image, text)
+            del data
     if subject.label is None:
         return problems
-    lab, err = _header(subject.label)
+    lab, err = _header(subject.subject, subject.label)
     if err:
         add("label", subject.label, err)
         return problems
+    _log_notes(subject.subject, "label", subject.label, affine_tolerance_mm)
     geo = _check_geometry(lab, max_dim)
     for text in geo:
         add("label", subject.label, text)
     if geo:
         return problems
-    data, err = _read_data(lab, subject.label)
+    data, err = _read_data(lab)
     if err:
         add("label", subject.label, err)
         return problems

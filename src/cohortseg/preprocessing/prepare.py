@@ -196,19 +196,30 @@ def prepare_image(
     return prepare_canonical(to_canonical(data, affine), plan, device)
 
 
+def device_intensities(
+    data: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Where voxels enter the device: (X, Y, Z) ``data`` of any numeric dtype in native byte
+    order (:func:`cohortseg.core.io.load_nifti` reads every file so; or a CPU tensor, pinned for
+    an asynchronous copy) copied to ``device`` as it is, and converted to float32 there.
+
+    Returns a (1, X, Y, Z) float32 tensor on ``device``: each value rounded once to float32
+    (integers up to 2^24 exactly).
+    """
+    return torch.as_tensor(data).to(device, non_blocking=True).to(torch.float32)[None]
+
+
 def prepare_canonical(
     image: CanonicalImage, plan: Mapping, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, Geometry]:
     """The device-side part of :func:`prepare_image`: resample a canonical image to the plan's
     spacing (trilinear), crop it to the body and normalise it, all on ``device``.
 
-    ``image.data`` may be of any numeric dtype (or a CPU tensor, pinned for an asynchronous
-    copy); it is copied to ``device`` as it is and converted to float32 there.
+    ``image.data`` goes to the device as :func:`device_intensities` takes it.
     """
     canon_shape = tuple(int(n) for n in image.data.shape)
     target = resampled_shape(canon_shape, spacing_of(image.affine), plan["target_spacing_mm"])
-    tensor = torch.as_tensor(image.data).to(device, non_blocking=True)
-    tensor = tensor.to(torch.float32)[None]
+    tensor = device_intensities(image.data, device)
     tensor = resize(tensor, target, "linear")
     crop = (
         body_crop(tensor[0], int(plan["crop_margin"]))
