@@ -15,7 +15,7 @@ of its own) then plans each from a ``dataset_fingerprint.json`` in its own axis 
 SimpleITK's reading of NIfTI) with ``ExperimentPlanner(dataset, gpu_memory_target_in_gb=budget)
 .plan_experiment()``, for each memory budget in ``BUDGETS_GB``. Each output file holds the
 fingerprint, and per budget nnU-Net's configurations mapped back to canonical axes (spacing,
-median shape, patch, batch size, strides, kernel sizes, features, and
+median shape, patch, batch size, strides, kernel sizes, features, batch_dice and
 ``static_estimate_VRAM_usage`` of the planned network). It prints one ``name: value unit`` line
 per dataset, budget and configuration.
 """
@@ -211,6 +211,7 @@ def _nnunet_plans(index: int, name: str, data: dict, budget_gb: float, root: Pat
             "kernel_size": [canonical(k, axes, 1) for k in arch["kernel_sizes"]],
             "filters": list(arch["features_per_stage"]),
             "estimate": int(np.int64(estimate)),
+            "batch_dice": bool(plan["batch_dice"]),
         }
         if "next_stage" in plan:
             out[config]["next_stage"] = plan["next_stage"]

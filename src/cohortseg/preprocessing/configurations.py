@@ -224,7 +224,8 @@ def plan_configurations(
         Configuration name → ``target_spacing_mm`` (x, y, z), ``median_shape`` (voxels on that
         grid), ``patch_size``, ``batch_size``, ``strides``, ``kernel_size`` and ``filters``
         per stage, ``estimate`` (nnU-Net's memory estimate of one sample, elements), all on
-        canonical axes; a 2D configuration has 1 voxel along its slice axis.
+        canonical axes, and ``batch_dice`` (whether nnU-Net's Dice pools the batch); a 2D
+        configuration has 1 voxel along its slice axis.
     """
     fullres = [float(s) for s in (target_spacing_mm or target_spacing(spacings_mm, shapes))]
     median = resampled_median_shape(spacings_mm, shapes, fullres)
@@ -260,14 +261,23 @@ def plan_configurations(
                 "target_spacing_mm": spacing,
                 "median_shape": shape,
                 **config,
+                "batch_dice": False,
                 "next_stage": "3d_cascade_fullres",
             }
+        # nnU-Net's Dice over the whole batch where a low-resolution stage exists, else per
+        # sample (its plans' batch_dice)
+        plans["3d_fullres"]["batch_dice"] = "3d_lowres" in plans
     in_plane = _configuration(
         order[1:], spacing_t[1:], median_t[1:], dataset_voxels, n_classes, budget_gb, max_patch_size
     )
     median_2d = list(median)
     median_2d[order[0]] = 1.0  # the slices' in-plane median shape
-    plans["2d"] = {"target_spacing_mm": fullres, "median_shape": median_2d, **in_plane}
+    plans["2d"] = {
+        "target_spacing_mm": fullres,
+        "median_shape": median_2d,
+        **in_plane,
+        "batch_dice": True,
+    }
     return {name: plans[name] for name in CONFIGURATIONS if name in plans}
 
 
