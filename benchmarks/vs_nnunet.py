@@ -326,6 +326,8 @@ def run_nnunet(args: argparse.Namespace, subjects: list[Subject], classes: list[
             "3d_fullres",
             "-np",
             "1",
+            "-gpu_memory_target",
+            str(args.memory_budget_gb),
             "--verify_dataset_integrity",
         ],
         env,
@@ -412,7 +414,10 @@ def run_cohortseg(
             "init_from": None,
         },
         "inference": {"splits": ["test"], "tta": "mirror", "device": "cpu"},
-        "plan": {"normalization": "ct" if args.channel == "CT" else None},
+        "plan": {
+            "normalization": "ct" if args.channel == "CT" else None,
+            "memory_budget_gb": args.memory_budget_gb,  # nnU-Net plans with the same
+        },
     }
     overrides["training"]["preset"] = args.preset  # not auto: the --model given is kept
     if args.preset != "demo":  # the preset's budget would replace training's where at default
@@ -483,6 +488,13 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=16)
     parser.add_argument("--model", default="auto", help="cohortseg's model.name")
     parser.add_argument("--preset", default="demo", help="cohortseg's training.preset")
+    parser.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=8.0,
+        help="the budget both plan their patch and batch with (cohortseg's plan.memory_budget_gb,"
+        " nnU-Net's -gpu_memory_target; its default 8)",
+    )
     parser.add_argument("--venv", type=Path, default=REPO / "resources" / "nnunet-venv")
     parser.add_argument("--dataset-id", type=int, default=917)
     parser.add_argument("--only", choices=["nnunet", "cohortseg"], help="run one side only")

@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import settings
 
 from cohortseg.core.io import save_nifti
 from cohortseg.inputs.demo import demo_phantom
 from cohortseg.preprocessing.plan import plan_hash
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No wall-clock deadline per example (hypothesis's default is 200 ms): a loaded CI machine must
+# not fail a property test for being slow.
+settings.register_profile("cohortseg", deadline=None)
+settings.load_profile("cohortseg")
 
 
 def default_config() -> dict:

@@ -9,17 +9,11 @@ compute with the same libraries.
 from __future__ import annotations
 
 import re
-import sys
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 import yaml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    tomllib = pytest.importorskip("tomli")
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"

@@ -12,7 +12,9 @@ from cohortseg.networks.topology import (
     deep_supervision_heads,
     divisor_of,
     dynunet_kwargs,
+    pool_and_conv_props,
     stage_features,
+    unet_topology,
 )
 
 # Expected values are what nnunetv2 2.8.1's get_pool_and_conv_props(spacing, patch, 4, 999999)
@@ -118,3 +120,28 @@ def test_a_one_slice_patch_gets_kernel_1_and_stride_1_along_the_slice(spacing):
     net = DynUNet(spatial_dims=3, in_channels=1, out_channels=3, **dynunet_kwargs(network))
     with torch.no_grad():
         assert net.eval()(torch.randn(1, 1, 64, 48, 1)).shape == (1, 3, 64, 48, 1)
+
+
+def test_an_in_plane_network_has_up_to_512_features_as_nnunets_2d_unet():
+    network = auto_network([0.5, 0.5, 1.0], [512, 512, 1])
+
+    assert network["filters"] == [32, 64, 128, 256, 512, 512, 512, 512]
+    assert max(auto_network([0.5, 0.5, 1.0], [512, 512, 64])["filters"]) == 320
+
+
+def test_the_rules_take_nnunets_two_axes_as_the_slice_axis_left_out():
+    strides, kernels = pool_and_conv_props([0.8, 0.6], [320, 384])
+    strides_3d, kernels_3d = pool_and_conv_props([0.8, 0.6, 3.0], [320, 384, 1])
+
+    assert [s + [1] for s in strides] == strides_3d
+    assert [k + [1] for k in kernels] == kernels_3d
+
+
+def test_a_topology_given_by_its_stages_is_the_one_auto_network_makes():
+    network = auto_network([0.8, 0.8, 3.0], [64, 64, 24])
+
+    same = unet_topology(
+        network["strides"], network["kernel_size"], network["filters"], network["patch_size"]
+    )
+
+    assert same == network

@@ -8,8 +8,6 @@ import copy
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from cohortseg.core.cohort import Subject
 from cohortseg.core.errors import CohortsegError
@@ -20,70 +18,11 @@ from cohortseg.preprocessing.plan import (
     fingerprint,
     make_plan,
     network_divisor,
-    patch_size,
     plan_hash,
-    target_spacing,
 )
 
 # --------------------------------------------------------------------------------------------
-# target_spacing
-
-
-def test_target_spacing_is_the_median_per_axis():
-    spacings = [[1.0, 0.9, 2.0], [1.2, 1.0, 2.2], [0.8, 1.1, 2.4]]
-
-    assert target_spacing(spacings) == [1.0, 1.0, 2.2]
-
-
-@pytest.mark.parametrize("coarse_axis", [0, 1, 2])
-def test_anisotropic_coarse_axis_takes_the_10th_percentile(coarse_axis):
-    coarse = [3.5, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 6.0]  # median 5 > 3 x 1
-    spacings = np.ones((10, 3))
-    spacings[:, coarse_axis] = coarse
-
-    result = target_spacing(spacings.tolist())
-
-    expected = [1.0, 1.0, 1.0]
-    expected[coarse_axis] = 3.95  # 3.5 + 0.9 * (4.0 - 3.5), by linear interpolation
-    assert result == pytest.approx(expected)
-
-
-def test_ratio_of_exactly_three_keeps_the_median():
-    spacings = [[1.0, 1.0, 2.5], [1.0, 1.0, 3.0], [1.0, 1.0, 3.5]]
-
-    assert target_spacing(spacings) == [1.0, 1.0, 3.0]
-
-
-# --------------------------------------------------------------------------------------------
-# patch_size and network_divisor
-
-
-def test_patch_size_is_capped_and_divisible():
-    size = patch_size([50.7, 100.0, 30.2], max_patch_size=[64, 64, 64], divisor=[8, 8, 4])
-
-    assert size == [48, 64, 28]
-
-
-def test_patch_size_is_at_least_one_divisor():
-    assert patch_size([5.0, 40.0, 3.0], [64, 64, 64], [8, 8, 8]) == [8, 40, 8]
-
-
-@settings(deadline=None)  # hypothesis's 200 ms per example is a wall-clock limit: none here
-@given(
-    median=st.lists(st.floats(1, 400), min_size=3, max_size=3),
-    cap=st.lists(st.integers(8, 256), min_size=3, max_size=3),
-    divisor=st.lists(st.sampled_from([1, 2, 4, 8, 16, 32]), min_size=3, max_size=3),
-)
-def test_patch_size_is_the_largest_divisible_size_within_limits(median, cap, divisor):
-    size = patch_size(median, cap, divisor)
-
-    for s, m, c, d in zip(size, median, cap, divisor, strict=True):
-        limit = min(m, c)
-        assert s % d == 0
-        if limit >= d:
-            assert s <= limit < s + d
-        else:
-            assert s == d
+# network_divisor
 
 
 @pytest.mark.parametrize(
@@ -125,7 +64,9 @@ def config():
             "target_spacing_mm": None,
             "patch_size": None,
             "normalization": None,
-            "max_patch_size": [64, 64, 64],
+            "memory_budget_gb": 8,
+            "max_patch_size": None,
+            "configuration": "auto",
             "crop": True,
             "crop_margin": 4,
         },
@@ -137,7 +78,14 @@ def test_plan_derived_from_the_fingerprint(config):
 
     assert plan["target_spacing_mm"] == [1.0, 1.0, 2.0]
     assert plan["median_shape"] == [110.0, 100.0, 50.0]
-    assert plan["patch_size"] == [64, 64, 48]
+    # the whole median shape fits nnU-Net's 8 GB: nnU-Net's patch, rounded up to its strides
+    assert plan["patch_size"] == [112, 112, 56]
+    assert plan["batch_size"] == 2  # at least 2, although 5 % of 3 subjects is less
+    assert (plan["configuration"], list(plan["configurations"])) == (
+        "3d_fullres",
+        ["2d", "3d_fullres"],
+    )
+    assert plan["configurations"]["3d_fullres"]["patch_size"] == plan["patch_size"]
     assert plan["normalization"] == "zscore"
     assert plan["classes"] == ["organ", "shell", "tube"]
     assert plan["intensity"] == FINGERPRINT["intensity"]
@@ -146,13 +94,35 @@ def test_plan_derived_from_the_fingerprint(config):
 
 def test_plan_patch_size_follows_the_resampled_median_shape(config):
     config["plan"]["target_spacing_mm"] = [2.0, 2.0, 4.0]  # halves every shape
-    config["plan"]["max_patch_size"] = [128, 128, 128]
 
     plan = make_plan(FINGERPRINT, config)
 
     assert plan["target_spacing_mm"] == [2.0, 2.0, 4.0]
     assert plan["median_shape"] == [55.0, 50.0, 25.0]
-    assert plan["patch_size"] == [48, 48, 24]
+    assert plan["patch_size"] == [56, 56, 32]  # the median, up to multiples of 8 (UNet)
+
+
+def test_a_smaller_memory_budget_shrinks_the_patch_from_its_largest_axis(config):
+    config["plan"]["memory_budget_gb"] = 0.25
+
+    plan = make_plan(FINGERPRINT, config)
+
+    # 112 x 112 x 56 does not fit: x and y (largest relative to the median) shrink first
+    assert plan["patch_size"] == [56, 48, 24]
+    assert plan["batch_size"] == 2
+    # the patch covers under 25 % of the median shape: nnU-Net plans a 3d_lowres too
+    lowres = plan["configurations"]["3d_lowres"]
+    assert lowres["next_stage"] == "3d_cascade_fullres"
+    coarser = zip(lowres["target_spacing_mm"], plan["target_spacing_mm"], strict=True)
+    assert all(lo > full for lo, full in coarser)
+
+
+def test_max_patch_size_caps_the_patch(config):
+    config["plan"]["max_patch_size"] = [64, 64, 64]
+
+    plan = make_plan(FINGERPRINT, config)
+
+    assert plan["patch_size"] == [64, 64, 56]  # the cap, rounded up to the strides (50 -> 56)
 
 
 @pytest.mark.parametrize(
@@ -187,6 +157,7 @@ def test_plan_hash_is_stable(config):
         ("plan", "normalization", "ct"),
         ("plan", "crop", False),
         ("plan", "crop_margin", 8),
+        ("plan", "memory_budget_gb", 0.25),
         ("model", "strides", [2, 2, 2, 2, 2]),
     ],
 )
@@ -294,8 +265,9 @@ def test_auto_plans_the_network_and_a_patch_divisible_by_its_strides(config):
     assert network["filters"][0] == 32 and max(network["filters"]) <= 320
     divisor = network_divisor(network["strides"])
     assert all(p % d == 0 for p, d in zip(plan["patch_size"], divisor, strict=True))
-    # the median shape (110, 100, 50) capped at 64, rounded up to the strides as nnU-Net does
-    assert plan["patch_size"] == [64, 64, 56]
+    # the median shape (110, 100, 50) fits 8 GB whole; rounded up to the strides as nnU-Net does
+    assert plan["patch_size"] == [112, 112, 56]
+    assert network["strides"] == plan["configurations"]["3d_fullres"]["strides"]
 
 
 def test_plans_of_other_networks_carry_no_network(config):
@@ -317,7 +289,10 @@ def test_a_plan_of_one_slice_images_is_2d_with_one_slice_patches(config):
     plan = make_plan(FINGERPRINT_2D, config)
 
     assert plan["spatial_dims"] == 2
-    assert plan["patch_size"] == [64, 64, 1]  # not 8 along the slice: UNet strides are (2, 2, 1)
+    # nnU-Net's 2d patch (the in-plane median 110 x 100, rounded up to multiples of 8); not 8
+    # along the slice: UNet strides are (2, 2, 1)
+    assert plan["patch_size"] == [112, 112, 1]
+    assert (plan["configuration"], list(plan["configurations"])) == ("2d", ["2d"])
     assert plan["median_shape"][2] == 1  # no resampling along the slice axis
     volume = make_plan(FINGERPRINT, config)
     assert volume["spatial_dims"] == 3

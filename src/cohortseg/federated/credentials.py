@@ -55,7 +55,7 @@ def write_tls_certificates(directory: str | os.PathLike[str], hosts: Sequence[st
     every site (``flower-supernode --root-certificates``); the keys stay with the coordinator.
     """
     out = Path(directory)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     until = now + datetime.timedelta(days=VALIDITY_DAYS)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = _name("cohortseg federation CA")

@@ -14,12 +14,20 @@ from cohortseg.core.cohort import Subject
 from cohortseg.core.errors import CohortsegError
 from cohortseg.core.geometry import reorient, spacing_of
 from cohortseg.core.io import load_nifti
-from cohortseg.networks.topology import auto_network
+from cohortseg.networks.budget import batch_size
+from cohortseg.networks.topology import (
+    auto_network,
+    feature_map_size,
+    padded_patch_size,
+    unet_topology,
+)
+from cohortseg.preprocessing.configurations import (
+    chosen_configuration,
+    plan_configurations,
+    resampled_median_shape,
+)
 
 log = logging.getLogger(__name__)
-
-
-ANISOTROPY_RATIO = 3.0
 
 
 FINGERPRINT_SAMPLES_PER_SUBJECT = 10_000
@@ -68,29 +76,6 @@ def fingerprint(
     }
 
 
-def target_spacing(spacings_mm: Sequence[Sequence[float]]) -> list[float]:
-    """Median spacing per axis; for strongly anisotropic data (ratio > 3) the coarse axis takes
-    the 10th percentile instead, so that it is not resampled too coarsely (as nnU-Net does)."""
-    arr = np.asarray(spacings_mm, float)
-    target = np.median(arr, axis=0)
-    coarse = int(np.argmax(target))
-    if target[coarse] > ANISOTROPY_RATIO * np.min(target):
-        target[coarse] = np.percentile(arr[:, coarse], 10)
-    return [float(round(t, 4)) for t in target]
-
-
-def patch_size(
-    median_shape: Sequence[float], max_patch_size: Sequence[int], divisor: Sequence[int]
-) -> list[int]:
-    """Largest patch not above the median resampled shape nor ``max_patch_size``, rounded down
-    to a multiple of ``divisor`` (the network's total downsampling per axis)."""
-    out = []
-    for m, cap, d in zip(median_shape, max_patch_size, divisor, strict=True):
-        size = int(min(m, cap)) // d * d
-        out.append(max(size, d))
-    return out
-
-
 def whole_volume_patch_size(
     resampled_shapes: Sequence[Sequence[float]], divisor: Sequence[int]
 ) -> list[int]:
@@ -107,19 +92,6 @@ def network_divisor(strides: Sequence[int | Sequence[int]]) -> list[int]:
     for s in strides:
         div *= np.broadcast_to(np.asarray(s, int), (3,))
     return div.tolist()
-
-
-def unrounded_patch_size(
-    user: Mapping, resampled_shapes: Sequence[Sequence[float]], median_shape: Sequence[float]
-) -> list[int]:
-    """The patch a network is configured for (``model.name: auto``), before rounding to its
-    strides: ``plan.patch_size`` if given, the largest resampled volume for ``full``, else
-    the median resampled shape capped by ``plan.max_patch_size`` (voxels)."""
-    if user.get("patch_size") == "full":
-        return whole_volume_patch_size(resampled_shapes, [1, 1, 1])
-    if user.get("patch_size"):
-        return [int(x) for x in user["patch_size"]]
-    return patch_size(median_shape, user["max_patch_size"], [1, 1, 1])
 
 
 def spatial_dims(shapes: Sequence[Sequence[int]], subjects: Sequence[str] = ()) -> int:
@@ -145,40 +117,140 @@ def spatial_dims(shapes: Sequence[Sequence[int]], subjects: Sequence[str] = ()) 
     return 3
 
 
-def make_plan(fp: Mapping, config: Mapping) -> dict:
-    """Derive the preprocessing plan from a fingerprint; keys set in ``config['plan']`` win.
+def _network_and_patch(
+    config: Mapping,
+    chosen: Mapping,
+    spacing: Sequence[float],
+    resampled: Sequence[Sequence[float]],
+    dims: int,
+) -> tuple[dict | None, list[int]]:
+    """The network (``model.name: auto``; None for other models) and the patch of a plan: the
+    chosen configuration's (nnU-Net's), or those for ``plan.patch_size`` (voxels, or
+    ``full``); rounded up to a multiple of the network's total stride, except a patch given
+    for another model (taken as it is)."""
+    user, model = config["plan"], config["model"]
+    given = user.get("patch_size")
+    if model["name"] == "auto":
+        if given == "full":
+            given = whole_volume_patch_size(resampled, [1, 1, 1])
+        if given:
+            flat = [a for a in range(3) if chosen["patch_size"][a] == 1]  # 2D: the slice axis
+            given = [1 if a in flat else int(n) for a, n in enumerate(given)]
+            network = auto_network(spacing, given)
+        else:
+            network = unet_topology(
+                chosen["strides"], chosen["kernel_size"], chosen["filters"], chosen["patch_size"]
+            )
+        return network, network.pop("patch_size")
+    divisor = network_divisor(model["strides"])
+    if given == "full":
+        size = whole_volume_patch_size(resampled, divisor)
+    elif given:
+        size = [int(n) for n in given]
+    else:
+        size = padded_patch_size(chosen["patch_size"], divisor)
+    if dims == 2:  # in-plane: the network's strides along the slice axis are 1 (models)
+        size = [*size[:2], 1]
+    return None, size
 
-    The plan holds ``target_spacing_mm``, ``patch_size``, ``normalization``, ``crop``,
-    ``crop_margin``, ``intensity``, ``classes``, ``spatial_dims`` (:func:`spatial_dims`; with
-    2 the patch is one slice thick, (X, Y, 1)) and ``hash`` (sha256 of the rest); with
-    ``model.name: auto`` also ``network``, the topology configured from the target spacing and
-    the patch (:func:`cohortseg.networks.topology.auto_network`), the patch then rounded up to a
-    multiple of its strides.
+
+def _batch_size(
+    size: Sequence[int],
+    spacing: Sequence[float],
+    chosen: Mapping,
+    n_classes: int,
+    budget_gb: float,
+    dataset_voxels: float,
+) -> int:
+    """nnU-Net's batch size for the plan's patch: the chosen configuration's, or for another
+    patch (``plan.patch_size``, another model's strides) the one the budget holds beside
+    nnU-Net's network for that patch (its memory yardstick, whatever the model)."""
+    if list(size) == list(chosen["patch_size"]):
+        return int(chosen["batch_size"])
+    net = auto_network(spacing, size)
+    estimate = feature_map_size(net["patch_size"], net["strides"], net["filters"], n_classes)
+    dims = 2 if 1 in size else 3
+    return batch_size(estimate, net["patch_size"], budget_gb, dataset_voxels, dims)
+
+
+def _check_in_plane(name: str, chosen: Mapping, config: Mapping, dims: int) -> None:
+    """A 2d configuration of volumes trains on axial slices with the planned network only.
+
+    Raises
+    ------
+    CohortsegError
+        If nnU-Net's slice axis is not z, or the model is not ``auto``.
+    """
+    if name != "2d" or dims == 2:
+        return
+    axis = chosen["patch_size"].index(1)
+    if axis != 2:
+        raise CohortsegError(
+            f"plan.configuration: 2d slices this cohort along {'xyz'[axis]} (its coarsest axis,"
+            " as nnU-Net does), but cohortseg trains 2D networks on axial (z) slices of volumes"
+            " only: use 3d_fullres (or auto)"
+        )
+    if config["model"]["name"] != "auto":
+        raise CohortsegError(
+            f"plan.configuration: 2d on volumes needs model.name: auto (the in-plane network),"
+            f" not {config['model']['name']}; or use 3d_fullres"
+        )
+
+
+def make_plan(fp: Mapping, config: Mapping) -> dict:
+    """Derive the preprocessing plan from a fingerprint by nnU-Net's rules; keys set in
+    ``config['plan']`` win.
+
+    nnU-Net's configurations (``2d``, ``3d_fullres``, ``3d_lowres`` where it would plan one:
+    :func:`cohortseg.preprocessing.configurations.plan_configurations`, within
+    ``plan.memory_budget_gb``) are recorded as ``configurations``; the one cohortseg trains
+    (``plan.configuration``; ``auto``: ``3d_fullres``, ``2d`` for one-slice images) as
+    ``configuration``, and its grid, patch and batch become the plan's:
+    ``target_spacing_mm``, ``median_shape``, ``patch_size`` (voxels) and ``batch_size``
+    (nnU-Net's, for the budget). With ``model.name: auto`` also ``network``, the topology that
+    configuration planned (:func:`cohortseg.networks.topology.unet_topology`); for other models
+    the patch is rounded up to a multiple of their strides. Besides: ``memory_budget_gb``,
+    ``normalization``, ``crop``, ``crop_margin``, ``intensity``, ``classes``, ``spatial_dims``
+    (:func:`spatial_dims`; with 2 the patch is one slice thick, (X, Y, 1)) and ``hash``
+    (sha256 of the rest).
+
+    Raises
+    ------
+    CohortsegError
+        If ``plan.configuration`` is not planned for this cohort, or is ``2d`` where cohortseg
+        cannot train it (:func:`_check_in_plane`).
     """
     user = config["plan"]
-    spacing = user.get("target_spacing_mm") or target_spacing(fp["spacings_mm"])
+    dims = spatial_dims(fp["shapes"], fp.get("subjects", ()))
+    budget = float(user["memory_budget_gb"])
+    configurations = plan_configurations(
+        fp["spacings_mm"],
+        fp["shapes"],
+        len(config["classes"]) + 1,
+        budget,
+        target_spacing_mm=user.get("target_spacing_mm"),
+        max_patch_size=user.get("max_patch_size"),
+    )
+    name = chosen_configuration(user["configuration"], configurations)
+    chosen = configurations[name]
+    _check_in_plane(name, chosen, config, dims)
+    spacing = chosen["target_spacing_mm"]
     resampled = [  # an axis of one voxel stays one (geometry.resampled_shape)
         [n * s / t if n > 1 else 1.0 for n, s, t in zip(shape, sp, spacing, strict=True)]
         for shape, sp in zip(fp["shapes"], fp["spacings_mm"], strict=True)
     ]
-    median_shape = np.median(np.asarray(resampled), axis=0).tolist()
-    dims = spatial_dims(fp["shapes"], fp.get("subjects", ()))
-    network = None
-    if config["model"]["name"] == "auto":
-        unrounded = unrounded_patch_size(user, resampled, median_shape)
-        network = auto_network(spacing, unrounded if dims == 3 else [*unrounded[:2], 1])
-        size = network.pop("patch_size")
-    elif user.get("patch_size") == "full":
-        size = whole_volume_patch_size(resampled, network_divisor(config["model"]["strides"]))
-    else:
-        divisor = network_divisor(config["model"]["strides"])
-        size = user.get("patch_size") or patch_size(median_shape, user["max_patch_size"], divisor)
-    if dims == 2:  # in-plane: the network's strides along the slice axis are 1 (models)
-        size = [*size[:2], 1]
+    network, size = _network_and_patch(config, chosen, spacing, resampled, dims)
+    median_shape = resampled_median_shape(fp["spacings_mm"], fp["shapes"], spacing)
+    dataset_voxels = math.prod(median_shape) * len(fp["shapes"])
+    n_classes = len(config["classes"]) + 1
     plan = {
         "target_spacing_mm": [float(x) for x in spacing],
-        "median_shape": [round(x, 1) for x in median_shape],
+        "median_shape": median_shape,
         "patch_size": [int(x) for x in size],
+        "batch_size": _batch_size(size, spacing, chosen, n_classes, budget, dataset_voxels),
+        "memory_budget_gb": budget,
+        "configuration": name,
+        "configurations": configurations,
         "normalization": user.get("normalization") or "zscore",
         "crop": bool(user["crop"]),
         "crop_margin": int(user["crop_margin"]),
