@@ -29,7 +29,7 @@ from cohortseg.training.loop import (
     make_optimizer,
     task_step,
 )
-from cohortseg.training.losses import SegmentationLoss
+from cohortseg.training.losses import SegmentationLoss, plan_batch_dice
 from cohortseg.training.tasks import TrainingTask, volume_task
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,11 @@ class _ProximalLoss(torch.nn.Module):
     over the deep-supervision heads where the network has them), plus FedProx's
     ``mu / 2 · ||w − w_global||²``."""
 
-    def __init__(self, net: torch.nn.Module, global_state: State, mu: float) -> None:
+    def __init__(
+        self, net: torch.nn.Module, global_state: State, mu: float, batch_dice: bool = False
+    ) -> None:
         super().__init__()
-        self.base = SegmentationLoss()
+        self.base = SegmentationLoss(batch_dice=batch_dice)
         self.net, self.mu = net, mu
         self.anchor = [global_state[n].detach() for n, _ in net.named_parameters()]
 
@@ -128,7 +130,7 @@ def local_round(
     # FedProx's anchor: the global weights as they came (loading copied them into the net)
     dtype = next(net.parameters()).dtype
     anchor = {k: v.to(device=device, dtype=dtype) for k, v in global_state.items()}
-    loss_fn = _ProximalLoss(net, anchor, proximal_mu)
+    loss_fn = _ProximalLoss(net, anchor, proximal_mu, plan_batch_dice(plan))
     losses = []
     for step, (image, label) in enumerate(loader):
         seeds = sampler.sample_seeds(server_round - 1, step)

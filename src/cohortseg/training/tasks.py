@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from cohortseg.evaluation.metrics import dice_hd95
 from cohortseg.inference.predictor import predict_probabilities
 from cohortseg.networks.build import build_network
 from cohortseg.training.augment import augment
-from cohortseg.training.losses import SegmentationLoss
+from cohortseg.training.losses import SegmentationLoss, plan_batch_dice
 
 #: ``to_input(image, device, dtype)``: a loaded batch's images → the network's input.
 ToInput = Callable[[torch.Tensor, torch.device, torch.dtype], torch.Tensor]
@@ -148,5 +149,6 @@ def volume_task(
         in_channels=1,
         to_input=volume_input,
         augment=augment_volumes,
+        loss=partial(SegmentationLoss, batch_dice=plan_batch_dice(plan)),
         validate=validate,
     )
