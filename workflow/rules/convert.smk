@@ -6,6 +6,8 @@
 
 
 rule convert:
+    """A shard's DICOM (and PNG/TIFF) inputs converted to NIfTI under results/converted/, and
+    the shard's conversion manifest (subject, files, SHA-256, problem)."""
     input:
         sources=dicom_sources,
         incomplete=incomplete_marker("convert", "image", "label"),
@@ -17,31 +19,33 @@ rule convert:
         "logs/benchmarks/convert/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("convert"),
     params:
-        script=script("convert.py"),
         members=members("convert"),
+        sources=dicom_digest,
         cohort=COHORT_JSON,
         dicom=as_json(config["dicom"]),
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --dicom {params.dicom} --classes {params.classes} --manifest {output} > {log} 2>&1"
+        command(
+            "convert.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
+            " --classes {params.classes} --manifest {output}",
+        )
 
 
 DICOM_SEGS = stage_outputs("dicom_seg") if config["outputs"]["dicom_seg"] else []
 
 
-# Each segmentation of a DICOM subject also as a DICOM Segmentation object that references its
-# source series (outputs.dicom_seg), in the inference shards.
 rule dicom_seg:
+    """Each segmentation of a DICOM subject of an inference shard also as a DICOM Segmentation
+    object referencing its source series (outputs.dicom_seg), named after the model in use
+    (AlgorithmVersion), and the shard's DICOM SEG manifest."""
     input:
         segmented=inference_manifest("{shard}"),
         converted=paths.convert_manifest_path("{shard}"),
-        model="results/model/best.pt",
+        model=INFERENCE_MODEL,
         sources=dicom_sources,
         incomplete=incomplete_marker("dicom_seg", "dicom_seg"),
     output:
@@ -52,17 +56,17 @@ rule dicom_seg:
         "logs/benchmarks/dicom_seg/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("dicom_seg"),
     params:
-        script=script("dicom_seg.py"),
         members=members("dicom_seg"),
         cohort=COHORT_JSON,
         dicom=as_json(config["dicom"]),
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --dicom {params.dicom} --classes {params.classes} --segmented {input.segmented}"
-        " --model {input.model} --manifest {output} > {log} 2>&1"
+        command(
+            "dicom_seg.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
+            " --classes {params.classes} --segmented {input.segmented} --model {input.model}"
+            " --manifest {output}",
+        )
