@@ -29,7 +29,7 @@ TINY = {
         "shape": [32, 32, 24],
         "format": "dicom",
     },
-    "model": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+    "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
     "training": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2},
     "patches": {"per_subject": 4},
     "plan": {"max_patch_size": [16, 16, 16]},
