@@ -194,6 +194,34 @@ def test_corrections_from_review_are_labelled_subjects_of_every_job(tmp_path, mo
     ]
 
 
+def test_corrections_left_under_results_are_read_then_moved_out_by_the_review_job(
+    tmp_path, monkeypatch
+):
+    """An earlier version's datastore kept MONAI Label's submissions in a folder under results/
+    (which `make clean` deletes): they are still read, named as left behind, and the review
+    job moves them to corrections.dir and links labels/final/ there."""
+    from cohortseg.annotation.review import link_final_labels
+    from cohortseg.workflow.cohort import legacy_corrections
+    from cohortseg.workflow.paths import REVIEW_FINAL_LABELS
+
+    monkeypatch.chdir(tmp_path)
+    final = tmp_path / REVIEW_FINAL_LABELS
+    final.mkdir(parents=True)
+    (final / "demo-009.nii.gz").write_bytes(b"corrected")
+    assert legacy_corrections("corrections") == [f"{REVIEW_FINAL_LABELS}/demo-009.nii.gz"]
+    cohort = workflow_cohort(cohort_config(demo_config()))
+    assert cohort.corrections == {"demo-009": f"{REVIEW_FINAL_LABELS}/demo-009.nii.gz"}
+    link_final_labels(final, "corrections")  # what the review job does
+    assert final.is_symlink() and (tmp_path / "corrections" / "demo-009.nii.gz").exists()
+    assert legacy_corrections("corrections") == []
+    # read once, from corrections.dir (labels/final/ leads to the same folder)
+    cohort = workflow_cohort(cohort_config(demo_config()))
+    assert cohort.corrections == {"demo-009": "corrections/demo-009.nii.gz"}
+    (final / "demo-004.nii.gz").write_bytes(b"x")  # MONAI Label submits into the link
+    assert (tmp_path / "corrections" / "demo-004.nii.gz").read_bytes() == b"x"
+    assert link_final_labels(final, "corrections") == final  # again: nothing to do
+
+
 def test_the_cohort_config_a_job_gets_is_small_and_rebuilds_the_same_shards():
     config = demo_config()
     small = cohort_config(config)
