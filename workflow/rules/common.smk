@@ -373,7 +373,8 @@ def image_of(w):
 def tracked_image_of(w):
     """Input function of `correct_label`: the subject's image, where it exists or a rule
     makes it (a correction is checked again when its image is replaced), and, for a DICOM
-    subject, its shard's conversion manifest (the image it is checked against is converted)."""
+    subject, its shard's conversion manifest (the image it is checked against is converted).
+    """
     image = tracked([BY_ID[w.subject].image])
     return image + converted([w.subject], COHORT.shard_of(w.subject))
 

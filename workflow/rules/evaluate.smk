@@ -2,7 +2,7 @@
 
 
 rule evaluate:
-    """A shard's segmentations scored against their labels (Dice, surface distances, volumes)."""
+    """A shard's segmentations scored against their labels: Dice, HD95 and class volumes."""
     input:
         # The shard's manifest stands for its segmentations (it is written after all of them),
         # so that each segmentation is named by two rules only (its shard and `all`): planning

@@ -5,7 +5,8 @@
 # The shard's metrics stand for its segmentations (they are newer than all of them), so that
 # each segmentation is requested by one rule only: planning 50,000 subjects stays fast.
 rule stats:
-    """Per-subject statistics of a shard's segmentations (class volumes, uncertainty)."""
+    """Per-subject statistics of a shard's segmentations (volume, surface, components, world
+    box) and the uncertainty scores inference wrote."""
     input:
         metrics=paths.metrics_shard_path("{shard}"),
         segmented=inference_manifest("{shard}"),

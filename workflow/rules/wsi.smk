@@ -112,7 +112,10 @@ rule wsi_train:
     params:
         wsi=WSI_JSON,
     shell:
-        command("wsi_train.py", "--wsi {params.wsi} --manifests {input} --checkpoint {output}")
+        command(
+            "wsi_train.py",
+            "--wsi {params.wsi} --manifests {input} --checkpoint {output}",
+        )
 
 
 rule wsi_infer:
