@@ -136,11 +136,6 @@ def command(name, args, prefix=""):
     return f"{prefix}python {script} {args} > {{log}} 2>&1"
 
 
-def script(name):
-    """Path of a command-line entry point in scripts/."""
-    return f"{workflow.basedir}/scripts/{name}"
-
-
 segmentation = segmentation_path
 inference_manifest = inference_manifest_path
 meshes_manifest = meshes_manifest_path
