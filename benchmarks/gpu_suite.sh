@@ -3,8 +3,9 @@
 # 160x384x384 (default and wide network, cohortseg against the stock MONAI recipe, with the
 # network-alone limit), the training loop at 128^3 batch 2 (full loop against the device-only
 # step), whole-volume 160x384x384 training (bf16, batch 1, default and wide network: peak GPU
-# memory and step time), one DDP step with NCCL (world size 1), and the host's core-seconds per
-# volume. Every figure goes to OUT/figures.txt as `part.name: value unit`, each part's raw log
+# memory and step time), one DDP step with NCCL (world size 1), a federated site's local round
+# on the device (the ClientApp's round with training.device cuda; it says `skipped` where there
+# is no CUDA device), and the host's core-seconds per volume. Every figure goes to OUT/figures.txt as `part.name: value unit`, each part's raw log
 # to OUT/<part>.log.
 #
 #   benchmarks/gpu_suite.sh OUT                      # on a GPU machine: about 8 minutes at most
@@ -51,9 +52,10 @@ run() {
 }
 
 if [ "$tiny" -eq 1 ]; then
-  vol=(--shape 24 32 32) n=2 patch=(16 16 16) whole=(32 32 32) steps=2
+  vol=(--shape 24 32 32) n=2 patch=(16 16 16) whole=(32 32 32) steps=2 site_patch=(16 16 16)
 else
   vol=(--shape 160 384 384) n=12 patch=(128 128 128) whole=(160 384 384) steps=10
+  site_patch=(64 64 64)
 fi
 run infer_default 150 benchmarks/infer_throughput.py --device "$device" --n "$n" "${vol[@]}"
 run infer_wide 120 benchmarks/infer_throughput.py --device "$device" --n $((n / 2 > 2 ? n / 2 : 2)) \
@@ -65,6 +67,8 @@ run train_whole_default 60 benchmarks/train_throughput.py --device "$device" --p
 run train_whole_wide 60 benchmarks/train_throughput.py --device "$device" --patch-size full \
   --shape "${whole[@]}" --batch 1 --steps 2 --warmup 1 --activation-checkpointing --network wide
 run ddp_step 30 benchmarks/ddp_step.py --device "$device" --patch-size "${patch[@]}"
+run federated_round 60 benchmarks/federated_round.py --device "$device" \
+  --patch-size "${site_patch[@]}" --steps "$steps"
 run host_budget 60 benchmarks/host_budget.py "${vol[@]}" --repeats 2
 echo "suite.exit_status: $failed" >>"$out/figures.txt"
 cat "$out/figures.txt"

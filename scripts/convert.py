@@ -1,6 +1,6 @@
 """Convert the DICOM inputs of one shard of subjects to NIfTI (results/converted/), writing the
 shard's conversion manifest last; a subject whose series cannot be converted is recorded there
-as a validation problem."""
+as a validation problem (in pseudonymised runs also a series with burned-in annotation)."""
 
 import argparse
 
@@ -24,6 +24,8 @@ def main() -> None:
             args.classes,
             args.dicom["series"],
             float(args.dicom["position_tolerance_mm"]),
+            echo=args.dicom["echo"],
+            refuse_burned_in=bool(args.cohort["privacy"]["pseudonymize"]),
         )
         for s in job_subjects(cohort, "convert", args.shard, "fail")
     ]

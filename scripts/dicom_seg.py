@@ -1,12 +1,13 @@
 """Write each segmentation of one inference shard's DICOM subjects as a DICOM Segmentation
-object referencing its source series (results/dicom_seg/), then the shard's manifest."""
+object referencing its source series (results/dicom_seg/; in pseudonymised runs with the
+de-identified source series beside it), then the shard's manifest."""
 
 import argparse
 
-from cohortseg.dicom.seg import shard_dicom_segs
+from cohortseg.dicom.exports import shard_dicom_exports
 from cohortseg.workflow.cli import add_shard_arguments, json_arg, run
 from cohortseg.workflow.cohort import workflow_cohort
-from cohortseg.workflow.paths import dicom_seg_path
+from cohortseg.workflow.paths import dicom_seg_path, dicom_seg_source_folder
 
 
 def main() -> None:
@@ -18,7 +19,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the model checkpoint (names the SEG)")
     parser.add_argument("--manifest", required=True, help="the shard's DICOM SEG manifest")
     args = parser.parse_args()
-    shard_dicom_segs(
+    shard_dicom_exports(
+        "dicom_seg",
         workflow_cohort(args.cohort),
         args.cohort["privacy"],
         args.segmented,
@@ -27,6 +29,7 @@ def main() -> None:
         args.model,
         args.manifest,
         dicom_seg_path,
+        dicom_seg_source_folder,
     )
 
 

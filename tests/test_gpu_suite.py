@@ -1,5 +1,6 @@
 """The GPU proof's script runs end to end on the CPU at tiny sizes, so that it cannot break
-unseen before a GPU is there (benchmarks/gpu_suite.sh --device cpu --tiny)."""
+unseen before a GPU is there (benchmarks/gpu_suite.sh --device cpu --tiny); its federated
+round, asked for CUDA where there is none, says it skipped."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ PARTS = (
     "train_whole_default",
     "train_whole_wide",
     "ddp_step",
+    "federated_round",
     "host_budget",
 )
 
@@ -52,4 +54,23 @@ def test_gpu_suite_runs_every_part_on_the_cpu(tmp_path):
     ):
         assert name in figures, name
     assert figures["ddp_step.ddp_step_ok"] == "true"
+    assert figures["federated_round.site_device"] == "cpu"
+    assert figures["federated_round.batches_on_device"] == "true"
+    assert figures["federated_round.round_ok"] == "true"
     assert figures["suite.exit_status"] == "0"
+
+
+def test_the_federated_round_asked_for_cuda_without_a_gpu_skips():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("there is a GPU: the suite's federated round runs on it")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "federated_round.py"), "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["skipped: no_cuda_device"]

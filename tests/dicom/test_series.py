@@ -1,5 +1,6 @@
-"""DICOM series in: geometry exact against the tags, slice order from positions, and every way
-a folder can fail to be one regular volume refused with the reason."""
+"""DICOM series in: geometry exact against the tags, slice order from positions, one echo of a
+multi-echo series, and every way a folder can fail to be one regular volume refused with the
+reason (no description or source UID in the reason in pseudonymised runs)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from pydicom.uid import UID, generate_uid
 
 from cohortseg.dicom.series import (
     DicomSeriesError,
+    choose_series,
     find_series,
     looks_like_uid,
     read_series,
+    select_echo,
     select_series,
 )
 from cohortseg.dicom.writers import along_normal, write_series
@@ -278,3 +281,64 @@ def test_truncated_file_is_named(tmp_path):
 def test_a_single_slice_is_not_a_volume():
     with pytest.raises(DicomSeriesError, match="a single slice"):
         convert(PYDICOM_FILES / "MR_small.dcm")
+
+
+def multi_echo(tmp_path, echoes=(1, 2)):
+    """One series folder holding each echo of the phantom (the same slice positions, the same
+    SeriesInstanceUID; EchoNumbers and EchoTime differ, echo k's values scaled by k)."""
+    image, _, affine = phantom(4)
+    for echo in echoes:
+        paths = write_series(tmp_path / f"echo{echo}", image * echo, affine, seed=4)
+        for path in paths:
+            rewrite(
+                path,
+                EchoNumbers=echo,
+                EchoTime=str(5 * echo),
+                SOPInstanceUID=generate_uid(entropy_srcs=[str(path), str(echo)]),
+            )
+    return image
+
+
+def test_one_echo_of_a_multi_echo_series_is_selected_by_dicom_echo(tmp_path):
+    image = multi_echo(tmp_path)
+    (series,), _ = find_series(tmp_path)
+    with pytest.raises(DicomSeriesError, match=r"2 echoes in one series \(EchoNumbers 1, 2\)"):
+        select_echo(series, None)
+    for echo in (1, 2):
+        chosen, _ = choose_series(tmp_path, None, echo)
+        assert len(chosen.files) == image.shape[2]
+        converted = read_series(chosen, TOLERANCE_MM)
+        np.testing.assert_array_equal(converted.data, (image * echo).astype(np.float32))
+    with pytest.raises(DicomSeriesError, match="no such echo"):
+        choose_series(tmp_path, None, 3)
+
+
+def test_all_echoes_as_channels_are_refused_for_now(tmp_path):
+    multi_echo(tmp_path)
+    with pytest.raises(DicomSeriesError, match="dicom.echo: all .* not supported yet.*channel"):
+        choose_series(tmp_path, None, "all")
+
+
+def test_pseudonymised_runs_show_no_description_or_source_uid(tmp_path, monkeypatch):
+    """PS3.15's Basic Profile removes Series Description: it stays out of every message of a
+    pseudonymised run (selection errors reach results/qc/invalid_subjects.tsv), as UIDs do."""
+    from cohortseg.core.redact import REDACT_ENV
+
+    image, _, affine = phantom()
+    write_series(tmp_path / "a", image, affine, description="SAG Roe^Richard", seed=1)
+    write_series(tmp_path / "b", image, affine, description="COR Roe^Richard", seed=2)
+    uid = str(pydicom.dcmread(next((tmp_path / "a").iterdir())).SeriesInstanceUID)
+    monkeypatch.setenv(REDACT_ENV, "1")
+    with pytest.raises(DicomSeriesError) as err:
+        convert(tmp_path)
+    text = str(err.value)
+    assert "holds 2 image series: series 3 (MR, 10 file(s))" in text
+    assert "Roe" not in text and uid not in text
+    with pytest.raises(DicomSeriesError) as err:
+        convert(tmp_path, "1.2.3.4.5")
+    assert "the series selector <SeriesInstanceUID>" in str(err.value)
+    assert str(DicomSeriesError(f"at {uid} (1.2.840.10008.1.2.4.80)")) == (
+        "at <UID> (1.2.840.10008.1.2.4.80)"
+    )
+    monkeypatch.delenv(REDACT_ENV)
+    assert "'SAG Roe^Richard'" in str(select_series(find_series(tmp_path)[0], "SAG"))

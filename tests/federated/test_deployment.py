@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -12,11 +15,17 @@ from cohortseg.core.cohort import Subject
 from cohortseg.core.errors import CohortsegError
 from cohortseg.core.io import read_json, read_tsv, write_json
 from cohortseg.federated.deployment import (
+    local_federation,
+    run_app,
+    run_timeout_s,
     supernode_script,
     threads_per_site,
     write_site_supernode,
 )
 from cohortseg.workflow.cohort import WorkflowCohort
+from cohortseg.workflow.config import load_schema
+from tests.conftest import REPO, default_config, make_small_plan
+from tests.training.test_loop import CONFIG
 
 
 def test_supernode_script_starts_flower_with_only_the_sites_files(tmp_path):
@@ -74,3 +83,46 @@ def test_sites_on_one_machine_share_its_threads():
     assert threads_per_site(3, {"OMP_NUM_THREADS": "2"}) == 1
     assert threads_per_site(1, {"OMP_NUM_THREADS": "4"}) == 4
     assert threads_per_site(2, {}) == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def test_federated_training_has_no_time_limit_unless_configured():
+    jsonschema = pytest.importorskip("jsonschema")
+    assert default_config()["federated"]["timeout_h"] is None
+    assert inspect.signature(run_app).parameters["timeout_s"].default is None
+    assert run_timeout_s(None) is None and run_timeout_s(1.5) == 5400
+    schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    config = default_config()
+    config["federated"]["timeout_h"] = 0.25
+    jsonschema.validate(config, schema)
+    config["federated"]["timeout_h"] = 0
+    with pytest.raises(jsonschema.ValidationError, match="timeout_h|0 is less than"):
+        jsonschema.validate(config, schema)
+
+
+@pytest.mark.slow
+def test_a_configured_time_limit_stops_rounds_that_wait_for_a_site(tmp_path):
+    """A real SuperLink whose one site never connects: the ServerApp waits for it, and
+    federated.timeout_h (here 10 s) ends ``flwr run`` with an error that says what to change."""
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "plan.json").write_text(json.dumps(make_small_plan()))
+    run_config = {
+        "config": str(tmp_path / "config.json"),
+        "plan": str(tmp_path / "plan.json"),
+        "out-dir": str(tmp_path / "model"),
+        "rounds": 1,
+        "local-steps": 1,
+        "proximal-mu": 0.0,
+        "keep-optimizer": False,
+        "min-sites": 1,
+        "sites": "a",
+    }
+    limit_s = run_timeout_s(10 / 3600)  # federated.timeout_h: 10 s
+    with local_federation({}, tmp_path / "flower") as federation:
+        started = time.monotonic()
+        with pytest.raises(CohortsegError) as caught:
+            run_app(federation, run_config, tmp_path / "run.log", timeout_s=limit_s)
+        waited = time.monotonic() - started
+    assert 10 <= waited < 60
+    assert "did not finish in 10 s" in str(caught.value)
+    assert "federated.timeout_h" in str(caught.value) and "null for no limit" in str(caught.value)
+    assert "Successfully started run" in (tmp_path / "run.log").read_text()

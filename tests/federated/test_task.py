@@ -4,7 +4,9 @@ each other's files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 import torch
 
 from cohortseg.core.errors import CohortsegError
+from cohortseg.core.io import write_tsv
 from cohortseg.federated.credentials import write_node_keys, write_tls_certificates
 from cohortseg.federated.deployment import free_port, local_federation, node_config, run_app
 from cohortseg.federated.task import (
@@ -29,9 +32,12 @@ from cohortseg.federated.task import (
     resume_site_optimizer,
     save_global,
     site_position,
+    site_task,
 )
 from cohortseg.networks.build import build_network, load_model
 from tests.training.test_loop import CONFIG, make_inputs
+
+CPU = torch.device("cpu")
 
 
 def distance(a, b) -> float:
@@ -46,9 +52,11 @@ def test_local_round_trains_from_the_global_weights_and_fedprox_stays_closer(
     stores, _ = make_inputs(tmp_path, phantom_files, small_plan)
     start = initial_state(CONFIG["model"], small_plan, seed=0)
     assert distance(start, initial_state(CONFIG["model"], small_plan, 0)) == 0
-    plain, metrics = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3)
-    again, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3)
-    prox, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3, proximal_mu=100.0)
+    plain, metrics = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3, device=CPU)
+    again, _ = local_round(start, CONFIG, small_plan, stores, 1, 2, steps=3, device=CPU)
+    prox, _ = local_round(
+        start, CONFIG, small_plan, stores, 1, 2, steps=3, proximal_mu=100.0, device=CPU
+    )
     assert metrics["num-examples"] == 12 and metrics["steps"] == 3
     assert distance(plain, again) == 0  # seeded, one process: the same steps
     assert 0 < distance(prox, start) < distance(plain, start)
@@ -60,7 +68,7 @@ def test_a_site_keeps_its_optimizer_state_for_the_next_round_only(
     stores, _ = make_inputs(tmp_path, phantom_files, small_plan)
     start = initial_state(CONFIG["model"], small_plan, seed=0)
     saved = tmp_path / "site" / "optimizer.pt"
-    local_round(start, CONFIG, small_plan, stores, 1, 3, steps=2, optimizer_path=saved)
+    local_round(start, CONFIG, small_plan, stores, 1, 3, steps=2, device=CPU, optimizer_path=saved)
     net = build_network(CONFIG["model"], len(small_plan["classes"]) + 1)
     fresh = lambda: torch.optim.AdamW(net.parameters(), lr=1.0)  # noqa: E731
     taken = fresh()
@@ -89,13 +97,99 @@ def test_auto_network_trains_a_federated_round_with_its_deep_supervision_and_sgd
         "training": {**CONFIG["training"], "optimizer": "sgd"},
     }
     start = initial_state(config["model"], plan, seed=0)
-    state, metrics = local_round(start, config, plan, stores, 1, 2, steps=2)
+    state, metrics = local_round(start, config, plan, stores, 1, 2, steps=2, device=CPU)
     assert metrics["steps"] == 2 and 0 < metrics["train-loss"] < 10
     assert 0 < distance(state, start)
     save_global(tmp_path / "model", 1, state, config, plan)
     net, _ = load_model(str(tmp_path / "model" / "best.pt"), torch.device("cpu"))
     assert type(net).__name__ == "DynUNet"
     assert distance({k: v for k, v in net.state_dict().items()}, state) == 0
+
+
+def recording(task, seen: list):
+    """``task`` with its augmentation noting where each step's batch is (the step after it
+    trains on what it returns)."""
+
+    def augment(image, label, seeds):
+        seen.append((image.device, image.dtype, label.device))
+        return task.augment(image, label, seeds)
+
+    return dataclasses.replace(task, augment=augment)
+
+
+def test_local_round_steps_on_the_device_and_in_the_precision_it_is_given(
+    tmp_path, phantom_files, small_plan
+):
+    stores, _ = make_inputs(tmp_path, phantom_files, small_plan)
+    config = {**CONFIG, "training": {**CONFIG["training"], "precision": "float64"}}
+    start = initial_state(config["model"], small_plan, seed=0)
+    seen: list = []
+    task = recording(site_task(config, small_plan), seen)
+    state, metrics = local_round(
+        start, config, small_plan, stores, 1, 2, steps=2, device=CPU, task=task
+    )
+    assert seen == [(CPU, torch.float64, CPU)] * 2 and metrics["steps"] == 2
+    # the site's weights go back as float32, whatever its precision
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+    # the same step as central training: without the recording, the same weights
+    plain, _ = local_round(start, config, small_plan, stores, 1, 2, steps=2, device=CPU)
+    assert distance(plain, state) == 0
+
+
+def site_message(state: dict, steps: int) -> object:
+    """Round 1's training message to site ``a`` as its SuperNode delivers it to the
+    ClientApp (what the ServerApp's strategy sends, with Flower's metadata)."""
+    from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
+
+    config = {
+        "sites": "a",
+        "agreed": json.dumps(agreed_settings(CONFIG)),
+        "rounds": 2,
+        "round-offset": 0,
+        "server-round": 1,
+        "local-steps": steps,
+        "proximal-mu": 0.0,
+        "keep-optimizer": False,
+    }
+    content = RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord(config)})
+    metadata = Metadata(1, "m1", 0, 1, "", "1", time.time(), 3600.0, "train")
+    return Message(content=content, metadata=metadata)
+
+
+def test_the_client_app_trains_and_validates_on_the_device_training_device_picks(
+    tmp_path, phantom_files, small_plan, caplog
+):
+    """Flower's ClientApp, called as its SuperNode calls it: the site's ``training.device``
+    reaches the round and its validation (a site asking for CUDA where there is none is told
+    so, instead of training on the CPU unnoticed)."""
+    from flwr.app import Context, RecordDict
+
+    from cohortseg.federated.client_app import site_round, site_validation
+
+    stores, val = make_inputs(tmp_path, phantom_files, small_plan)
+    (tmp_path / "stores.txt").write_text("\n".join(stores) + "\n")
+    write_tsv(tmp_path / "val.tsv", [vars(v) for v in val], ["subject", "split", "image", "label"])
+    (tmp_path / "plan.json").write_text(json.dumps(small_plan))
+    node = {"site": "a", "stores": str(tmp_path / "stores.txt"), "val": str(tmp_path / "val.tsv")}
+    node |= {"config": str(tmp_path / "config.json"), "plan": str(tmp_path / "plan.json")}
+    context = Context(1, 1, node, RecordDict(), {})
+    start = initial_state(CONFIG["model"], small_plan, seed=0)
+
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))  # training.device: cpu
+    caplog.set_level(logging.INFO, logger="cohortseg")
+    reply = site_round(site_message(start, steps=2), context)
+    assert reply.content["metrics"]["steps"] == 2
+    assert "site a: round 1 on cpu" in caplog.text and "round 1: 2 steps on cpu" in caplog.text
+    scores = site_validation(site_message(start, steps=2), context).content["metrics"]
+    assert scores["num-examples"] == 1 and 0 <= scores["val-dice-mean"] <= 1
+
+    if torch.cuda.is_available():
+        pytest.skip("the GPU suite runs the site's round on CUDA (benchmarks/gpu_suite.sh)")
+    cuda = {**CONFIG, "training": {**CONFIG["training"], "device": "cuda"}}
+    (tmp_path / "config.json").write_text(json.dumps(cuda))
+    for app in (site_round, site_validation):
+        with pytest.raises(CohortsegError, match=r"training.device: 'cuda', but .* no CUDA"):
+            app(site_message(start, steps=2), context)
 
 
 def test_global_model_checkpoint_is_what_inference_loads_and_resume_finds(tmp_path, small_plan):

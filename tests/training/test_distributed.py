@@ -19,7 +19,7 @@ import torch
 from cohortseg.core.errors import CohortsegError
 from cohortseg.core.io import read_tsv, write_json, write_tsv
 from cohortseg.training.checkpoints import EXIT_INTERRUPTED, weights_digest
-from cohortseg.training.distributed import first_host, init, slurm_rendezvous
+from cohortseg.training.distributed import first_host, init, rank_device, slurm_rendezvous
 from tests.conftest import default_config, make_small_plan, write_phantoms
 from tests.training.test_loop import make_inputs
 
@@ -224,6 +224,15 @@ def test_srun_tasks_find_rank_0_from_slurms_environment():
 def test_unknown_backend_is_a_cohortseg_error():
     with pytest.raises(CohortsegError, match="training.backend: 'mpi'"):
         init("mpi", "cpu")
+
+
+def test_a_rank_asking_for_cuda_where_there_is_none_is_told_so():
+    assert rank_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert rank_device("auto") == torch.device("cpu")
+    with pytest.raises(CohortsegError, match=r"training.device: 'cuda:1', but .* no CUDA device"):
+        rank_device("cuda:1", local_rank=1)
 
 
 # ------------------------------------------------------------------ real ranks

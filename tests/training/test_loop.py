@@ -88,6 +88,8 @@ def test_training_writes_outputs_and_is_deterministic(tmp_path, phantom_files, s
     state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
     assert state["finished"] and state["epoch"] == 2 and state["step"] == 0
     assert state["rank_weight_digests"] == [weights_digest(a)]
+    assert (state["task"], state["spatial_dims"], state["in_channels"]) == ("volume", 3, 1)
+    assert state["resume_key"]["task"] == "volume"
 
 
 def test_rerun_resumes_its_own_checkpoint_and_not_another_runs(

@@ -68,18 +68,21 @@ def demo_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pseudonymised_run_of_both(tmp_path_factory) -> dict:
     """One pseudonymised run (``privacy.pseudonymize`` with a mapping file,
-    ``validation.on_invalid: skip``, ``outputs.dicom_seg``) over one sheet holding the NIfTI
-    subjects with identifying names, headers and extensions of test_privacy and the DICOM
-    series with identifying attributes of test_dicom, shared by both tests (one run instead
-    of two: the slowest part of each is the workflow itself). Returns ``work``, ``mapping``
-    (the id → pseudonym table) and ``studies`` (the DICOM series' StudyInstanceUIDs)."""
+    ``validation.on_invalid: skip``, ``outputs.dicom_seg`` and ``outputs.rtstruct``,
+    ``dicom.deidentification`` with longitudinal dates and one safe descriptor) over one sheet
+    holding the NIfTI subjects with identifying names, headers and extensions of test_privacy
+    and the DICOM series with identifying attributes, descriptions, private tags, file and
+    folder names of test_dicom, shared by both tests (one run instead of two: the slowest part
+    of each is the workflow itself). Returns ``work``, ``mapping`` (the id → pseudonym table)
+    and ``dicom_secrets`` (every identifying string planted in the DICOM inputs, their UIDs
+    included)."""
     from cohortseg.core.io import read_tsv
-    from tests.workflow.test_dicom import dicom_cohort
+    from tests.workflow.test_dicom import DEIDENTIFICATION, dicom_cohort
     from tests.workflow.test_privacy import planted_cohort, pseudonymised_run
 
     root = tmp_path_factory.mktemp("pseudonymised")
     planted = planted_cohort(root / "nifti")
-    dicom, studies = dicom_cohort(root / "dicom")
+    dicom, dicom_secrets = dicom_cohort(root / "dicom")
     rows = ["subject\timage\tlabel\tsplit\tseries"]
     for r in read_tsv(planted):  # paths relative to their sheet, made absolute
         label = str(planted.parent / r["label"]) if r["label"] else ""
@@ -97,6 +100,7 @@ def pseudonymised_run_of_both(tmp_path_factory) -> dict:
         sheet,
         f", mapping_file: {mapping}",
         "validation={on_invalid: skip}",
-        "outputs={dicom_seg: true}",
+        "outputs={dicom_seg: true, rtstruct: true}",
+        f"dicom={{deidentification: {DEIDENTIFICATION}}}",
     )
-    return {"work": work, "mapping": mapping, "studies": studies}
+    return {"work": work, "mapping": mapping, "dicom_secrets": dicom_secrets}

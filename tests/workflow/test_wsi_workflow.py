@@ -67,7 +67,7 @@ def test_wsi_workflow_good_and_bad_slides(tmp_path, monkeypatch):
             "patches_per_slide": 48,
             "tissue_max_side_px": 512,
             "model": {"channels": [8, 16, 32]},
-            "training": {"steps": 60, "device": "cpu"},
+            "training": {"epochs": 3, "steps_per_epoch": 20, "device": "cpu"},
             "inference": {"device": "cpu"},
         },
     }

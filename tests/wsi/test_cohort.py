@@ -12,22 +12,23 @@ from tests.conftest import default_config
 
 def test_demo_slides_and_shards():
     wsi = default_config()["wsi"]
-    demo = {**wsi["demo"], "slides": 3, "test_slides": 2}
+    demo = {**wsi["demo"], "slides": 3, "val_slides": 1, "test_slides": 2}
     slides = demo_slides(demo)
-    assert [s.subject for s in slides] == [f"wsi-00{k}" for k in range(1, 6)]
-    assert [s.split for s in slides] == ["train"] * 3 + ["test"] * 2
-    assert [s.label.rsplit(".", 1)[1] for s in slides] == ["tif", "geojson"] * 2 + ["tif"]
+    assert [s.subject for s in slides] == [f"wsi-00{k}" for k in range(1, 7)]
+    assert [s.split for s in slides] == ["train"] * 3 + ["val"] + ["test"] * 2
+    assert [s.label.rsplit(".", 1)[1] for s in slides] == ["tif", "geojson"] * 3
     assert slide_shards(slides, 2, "tissue") == {
         "00000": ["wsi-001", "wsi-002"],
         "00001": ["wsi-003", "wsi-004"],
-        "00002": ["wsi-005"],
+        "00002": ["wsi-005", "wsi-006"],
     }
     # patches: train slides only, and shards without any left out
     assert slide_shards(slides, 2, "patches") == {
         "00000": ["wsi-001", "wsi-002"],
         "00001": ["wsi-003"],
     }
-    assert len(slide_shards(slides, "auto", "infer")) == 2  # 4 slides a shard for 5 slides
+    assert len(slide_shards(slides, "auto", "infer")) == 2  # 4 slides a shard for 6 slides
+    assert [s.split for s in demo_slides(wsi["demo"])] == ["train", "train", "val", "test"]
 
 
 def test_job_slides_leave_out_problems_and_pseudonymise(tmp_path, monkeypatch):

@@ -145,7 +145,8 @@ def get_final_output():
     """What the default target `all` makes: the metrics and statistics, the report, the
     review package, the model versions, every inference shard's manifest (it stands for the
     shard's segmentations) and the optional products the config asks for (meshes.smk,
-    privacy.smk and convert.smk define them: meshes, the pseudonym mapping, DICOM SEG).
+    privacy.smk and convert.smk define them: meshes, the pseudonym mapping, DICOM SEG,
+    RTSTRUCT).
     """
     return [
         "results/metrics.tsv",
@@ -160,6 +161,7 @@ def get_final_output():
         *MESHES,
         *MAPPING_TARGETS,
         *DICOM_SEGS,
+        *RTSTRUCTS,
         *stage_outputs("infer"),
     ]
 

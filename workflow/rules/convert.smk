@@ -36,6 +36,17 @@ rule convert:
 
 
 DICOM_SEGS = stage_outputs("dicom_seg") if config["outputs"]["dicom_seg"] else []
+RTSTRUCTS = stage_outputs("rtstruct") if config["outputs"]["rtstruct"] else []
+
+
+from cohortseg.dicom.identity import check_seg_identity
+
+# dicom.seg_identity: source would name the source's patient in results/ of a pseudonymised
+# run: a configuration error at start-up, not a failed job
+try:
+    check_seg_identity(config["dicom"]["seg_identity"], PRIVACY["pseudonymize"])
+except CohortsegError as exc:
+    raise WorkflowError(f"cohortseg: {exc}") from None
 
 
 rule dicom_seg:
@@ -47,7 +58,7 @@ rule dicom_seg:
         converted=paths.convert_manifest_path("{shard}"),
         model=INFERENCE_MODEL,
         sources=dicom_sources,
-        incomplete=incomplete_marker("dicom_seg", "dicom_seg"),
+        incomplete=incomplete_marker("dicom_seg", "dicom_seg", "source"),
     output:
         paths.dicom_seg_manifest_path("{shard}"),
     log:
@@ -66,6 +77,40 @@ rule dicom_seg:
     shell:
         command(
             "dicom_seg.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
+            " --classes {params.classes} --segmented {input.segmented} --model {input.model}"
+            " --manifest {output}",
+        )
+
+
+rule rtstruct:
+    """Each segmentation of a DICOM subject of an inference shard also as an RT Structure Set
+    (one ROI per class, contours per slice) referencing its source series (outputs.rtstruct),
+    made with the model in use, and the shard's RTSTRUCT manifest."""
+    input:
+        segmented=inference_manifest("{shard}"),
+        converted=paths.convert_manifest_path("{shard}"),
+        model=INFERENCE_MODEL,
+        sources=dicom_sources,
+        incomplete=incomplete_marker("rtstruct", "rtstruct", "source"),
+    output:
+        paths.rtstruct_manifest_path("{shard}"),
+    log:
+        "logs/rtstruct/{shard}.log",
+    benchmark:
+        "logs/benchmarks/rtstruct/{shard}.tsv"
+    conda:
+        "../../envs/cohortseg.yaml"
+    resources:
+        **cluster_resources("rtstruct"),
+    params:
+        members=members("rtstruct"),
+        cohort=COHORT_JSON,
+        dicom=as_json(config["dicom"]),
+        classes=config["classes"],
+    shell:
+        command(
+            "rtstruct.py",
             "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
             " --classes {params.classes} --segmented {input.segmented} --model {input.model}"
             " --manifest {output}",

@@ -97,7 +97,8 @@ rule wsi_patches:
 rule wsi_train:
     """The 2D network trained on the training slides' patch stores."""
     input:
-        wsi_tables("patches"),
+        patches=wsi_tables("patches"),
+        tissue=wsi_tables("tissue"),
     output:
         wsicohort.MODEL,
     log:
@@ -110,11 +111,18 @@ rule wsi_train:
     resources:
         **cluster_resources("wsi_train"),
     params:
+        launch=resources.train_launcher(WSI["training"], config["cluster"]),
         wsi=WSI_JSON,
+        privacy=PRIVACY_JSON,
+        out_dir=output_folder,
+        checkpoint_dir=wsicohort.TRAIN_CHECKPOINT_DIR,
     shell:
         command(
             "wsi_train.py",
-            "--wsi {params.wsi} --manifests {input} --checkpoint {output}",
+            "--wsi {params.wsi} --privacy {params.privacy} --manifests {input.patches}"
+            " --tissue {input.tissue} --out-dir {params.out_dir}"
+            " --checkpoint-dir {params.checkpoint_dir}",
+            prefix="{params.launch} ",
         )
 
 

@@ -1,112 +1,28 @@
 """DICOM Segmentation objects (highdicom): a SEG given as a subject's label, read onto its
 image's grid; and a segmentation written as a SEG that references its source series.
 
-What of the source series reaches a SEG is an allowlist (:data:`REFERENCE_KEYWORDS`): geometry,
-the UIDs that tie the SEG to its series, and the patient module with the subject id (or
-pseudonym) as name and ID; no birth date, accession number, institution, physician or date
-ever leaves. In pseudonymised runs every UID is replaced by one derived from the key.
+Its patient and study come from :class:`~cohortseg.dicom.identity.Identity`: the source's
+(``dicom.seg_identity: source``) or the source's headers de-identified by PS3.15's Basic
+Profile (``pseudonym``; in pseudonymised runs every UID derived from the key). A SEG label whose
+segments overlap is refused naming the segments (a label map holds one class per voxel).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from cohortseg import __version__
 from cohortseg.core.io import atomic_write
+from cohortseg.dicom.identity import Identity
 from cohortseg.dicom.series import DicomSeriesError, Series
-
-#: Source attributes a SEG may carry (everything else of the source is dropped).
-REFERENCE_KEYWORDS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "FrameOfReferenceUID",
-    "Modality",
-    "Rows",
-    "Columns",
-    "NumberOfFrames",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "InstanceNumber",
-)
-
-
-UID_KEYWORDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
-
-
-#: Functional groups of multi-frame sources that say where frames lie (others are dropped).
-GEOMETRY_GROUPS = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence")
-
-
-#: Type-2 patient and study attributes highdicom copies: present and empty.
-EMPTY_KEYWORDS = (
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "AccessionNumber",
-    "StudyID",
-)
-
-
-def derived_uid(uid: str, key: bytes) -> str:
-    """A UID standing for ``uid`` in pseudonymised outputs: the same for the same key, and
-    telling nothing of ``uid`` without it (``2.25.`` and a hash)."""
-    return generate_uid(prefix="2.25.", entropy_srcs=[key.hex(), uid])
-
-
-def _geometry_groups(items: Sequence[Dataset]) -> list[Dataset]:
-    out = []
-    for item in items:
-        kept = Dataset()
-        for keyword in GEOMETRY_GROUPS:
-            if keyword in item:
-                kept[keyword] = item[keyword]
-        out.append(kept)
-    return out
-
-
-def reference_dataset(source: Dataset, subject: str, key: bytes | None) -> Dataset:
-    """What a SEG may know of one source image: :data:`REFERENCE_KEYWORDS`, the geometry
-    functional groups, PatientName and PatientID set to ``subject`` (the id used in results),
-    empty type-2 patient and study attributes; UIDs replaced by :func:`derived_uid` when
-    ``key`` is given."""
-    ds = Dataset()
-    for keyword in REFERENCE_KEYWORDS:
-        if keyword in source:
-            setattr(ds, keyword, source[keyword].value)
-    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        if keyword in source:
-            setattr(ds, keyword, _geometry_groups(source[keyword].value))
-    ds.PatientName = subject
-    ds.PatientID = subject
-    for keyword in EMPTY_KEYWORDS:
-        setattr(ds, keyword, "")
-    if key is not None:
-        for keyword in UID_KEYWORDS:
-            if keyword in ds:
-                setattr(ds, keyword, derived_uid(str(getattr(ds, keyword)), key))
-    return ds
 
 
 def _parse_code(text: str):
@@ -171,28 +87,36 @@ def write_dicom_seg(
     labels: np.ndarray,
     affine: np.ndarray,
     series: Series,
-    subject: str,
+    identity: Identity,
     classes: Sequence[str],
     *,
     properties: Mapping[str, Mapping[str, str]] | None = None,
     colours: Sequence[tuple[float, float, float]],
     model_id: str = "",
-    key: bytes | None = None,
 ) -> None:
     """Write a (column, row, slice) label map on the grid ``affine`` (RAS, mm; the grid
     ``series`` converts to) as a DICOM Segmentation (binary, one segment per class) that
-    references ``series``' SOP instances and Frame of Reference. With ``key`` (pseudonymised
-    runs) every UID is derived from the key. ``model_id`` names the model in the algorithm's
-    version and seeds the SEG's own UIDs, so that the same model and series give the same UIDs.
+    references ``series``' SOP instances and Frame of Reference, with the patient, study and
+    UIDs that ``identity`` gives (the source's, or de-identified: UIDs derived from the key in
+    pseudonymised runs). ``model_id`` names the model in the algorithm's version and seeds the
+    SEG's own UIDs, so that the same model and series give the same UIDs.
     """
     import highdicom as hd
 
-    sources = [
-        reference_dataset(pydicom.dcmread(f, stop_before_pixels=True), subject, key)
-        for f in series.files
-    ]
+    sources = [identity.header(pydicom.dcmread(f, stop_before_pixels=True)) for f in series.files]
     volume = labels_volume(labels, affine, str(sources[0].FrameOfReferenceUID))
-    seed = [series.uid, model_id, key.hex() if key else ""]
+    seed = [series.uid, model_id, identity.key.hex() if identity.key else ""]
+    created = identity.created(sources[0])
+    dates = (
+        {
+            "content_date": created["date"],
+            "content_time": created["time"],
+            "series_date": created["date"],
+            "series_time": created["time"],
+        }
+        if created
+        else {}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # highdicom warns about optional attributes
         seg = hd.seg.Segmentation(
@@ -212,7 +136,11 @@ def write_dicom_seg(
             device_serial_number="0",
             series_description="cohortseg segmentation",
             omit_empty_frames=bool(np.any(labels)),
+            **dates,
         )
+    if created:
+        seg.InstanceCreationDate, seg.InstanceCreationTime = created["date"], created["time"]
+    identity.mark(seg)
     with atomic_write(path) as tmp:
         seg.save_as(tmp)
 
@@ -225,8 +153,18 @@ def read_dicom_seg(path: str | os.PathLike[str], classes: Sequence[str]):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = hd.seg.segread(path)
-        volume = seg.get_volume(combine_segments=True, dtype=np.uint8)
+        try:
+            seg = hd.seg.segread(path)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise DicomSeriesError(
+                f"not a readable DICOM Segmentation ({type(exc).__name__}: {exc})"
+            ) from None
+        try:
+            volume = seg.get_volume(combine_segments=True, dtype=np.uint8)
+        except RuntimeError:  # highdicom's answer to overlapping segments
+            volume = None
+    if volume is None:  # (asked outside the handler: highdicom's frame index is busy there)
+        raise DicomSeriesError(overlap_problem(seg))
     names = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
     if names and all(n in classes for n in names.values()):
         lut = np.zeros(max(names) + 1, np.uint8)
@@ -234,6 +172,26 @@ def read_dicom_seg(path: str | os.PathLike[str], classes: Sequence[str]):
             lut[number] = classes.index(name) + 1
         volume = volume.with_array(lut[volume.array])
     return volume
+
+
+def overlap_problem(seg) -> str:
+    """Which segments of a SEG (highdicom ``Segmentation``) overlap, and in how many voxels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masks = seg.get_volume(combine_segments=False, dtype=np.uint8).array > 0
+    numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence]
+    names = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    pairs = []
+    for a in range(masks.shape[-1]):
+        for b in range(a + 1, masks.shape[-1]):
+            shared = int(np.count_nonzero(masks[..., a] & masks[..., b]))
+            if shared:
+                na, nb = numbers[a], numbers[b]
+                pairs.append(f"{na} {names[na]!r} and {nb} {names[nb]!r} in {shared} voxel(s)")
+    return (
+        f"overlapping segments ({'; '.join(pairs) or 'SegmentsOverlap YES'}): a label map holds"
+        " one class per voxel; give a SEG whose segments do not overlap, or the label as NIfTI"
+    )
 
 
 def seg_label_on_grid(
@@ -255,60 +213,3 @@ def seg_label_on_grid(
     except (RuntimeError, ValueError) as exc:
         raise DicomSeriesError(f"the SEG's frames do not lie on the image's grid ({exc})") from None
     return np.ascontiguousarray(matched.permute_spatial_axes([2, 1, 0]).array, np.uint8)
-
-
-def shard_dicom_segs(
-    cohort,
-    privacy: Mapping,
-    segmented: str | os.PathLike[str],
-    classes: Sequence[str],
-    dicom: Mapping,
-    model: str | os.PathLike[str],
-    manifest: str | os.PathLike[str],
-    seg_path: Callable[[str], str],
-) -> None:
-    """The ``dicom_seg`` shard job: a SEG (written to ``seg_path(subject)``) for each
-    segmentation that ``segmented`` (an inference manifest) lists of a subject whose image is a
-    DICOM series, then ``manifest`` (subject, dicom_seg, SHA-256). ``cohort`` is the run's
-    :class:`~cohortseg.workflow.cohort.WorkflowCohort`."""
-    from cohortseg.core.cohort import is_dicom
-    from cohortseg.core.colours import class_colour
-    from cohortseg.core.errors import InvalidInputError
-    from cohortseg.core.failures import for_each_subject
-    from cohortseg.core.io import load_nifti, read_tsv, sha256_file, write_manifest
-    from cohortseg.core.pseudonyms import load_key
-    from cohortseg.dicom.series import find_series, select_series
-
-    key = load_key(privacy) if privacy["pseudonymize"] else None
-    model_id = sha256_file(model)[:16]
-    colours = [class_colour(v) for v in range(1, len(classes) + 1)]
-    rows = {r["subject"]: r for r in read_tsv(segmented)}
-    subjects = [
-        cohort.by_id[s] for s in rows if s in cohort.dicom and is_dicom(cohort.source(s).image)
-    ]
-
-    def one(subject):
-        source = cohort.source(subject.subject)
-        try:
-            series = select_series(find_series(source.image)[0], source.series or dicom["series"])
-        except DicomSeriesError as exc:
-            raise InvalidInputError(subject.subject, source.image, str(exc)) from None
-        labels, affine = load_nifti(
-            rows[subject.subject]["segmentation"], subject.subject, np.uint8
-        )
-        out = seg_path(subject.subject)
-        write_dicom_seg(
-            out,
-            labels,
-            affine,
-            series,
-            subject.subject,
-            classes,
-            properties=dicom["segment_properties"],
-            colours=colours,
-            model_id=model_id,
-            key=key,
-        )
-        return {"subject": subject.subject, "dicom_seg": out}
-
-    write_manifest(manifest, for_each_subject(subjects, one), ["subject", "dicom_seg"], "dicom_seg")

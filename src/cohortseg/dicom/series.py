@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +37,31 @@ SCAN_TAGS = (
     "Rows",
     "Columns",
     "NumberOfFrames",
+    "EchoNumbers",
+    "BurnedInAnnotation",
 )
 
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+#: What looks like a UID in a message (four or more numeric components).
+UID_PATTERN = re.compile(r"(?<![0-9.])[0-9]+(?:\.[0-9]+){3,}(?![0-9.])")
+
+
 class DicomSeriesError(CohortsegError):
-    """A DICOM folder or series that cannot become one regular volume (the text says why)."""
+    """A DICOM folder or series that cannot become one regular volume (the text says why).
+    In pseudonymised runs UIDs in the text (a library's message may quote them) are shown as
+    ``<UID>`` (source UIDs lead back to the PACS), the standard's own (transfer syntaxes…)
+    excepted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(UID_PATTERN.sub(_shown_uid, text) if redacting() else text)
+
+
+def _shown_uid(match: re.Match) -> str:
+    uid = match.group(0)
+    return uid if uid.startswith("1.2.840.10008.") else "<UID>"  # the standard's own UIDs stay
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,10 @@ class Series:
         Modality (``MR``, ``CT``…).
     files
         Its image files, sorted by path (not by position: see :func:`slice_order`).
+    echoes
+        Each file's EchoNumbers (``""`` where absent).
+    burned_in
+        Whether any file's BurnedInAnnotation is ``YES``.
     """
 
     uid: str
@@ -70,12 +91,17 @@ class Series:
     description: str
     modality: str
     files: tuple[str, ...]
+    echoes: tuple[str, ...] = ()
+    burned_in: bool = False
 
     def __str__(self) -> str:
         number = "?" if self.number is None else self.number
-        # pseudonymised runs keep source UIDs out of logs and tables (they lead back to PACS)
-        uid = "" if redacting() else f", SeriesInstanceUID {self.uid}"
         files = f"{len(self.files)} file(s)"
+        if redacting():
+            # pseudonymised runs keep descriptions (PS3.15's Basic Profile removes Series
+            # Description) and source UIDs (they lead back to the PACS) out of logs and tables
+            return f"series {number} ({self.modality}, {files})"
+        uid = f", SeriesInstanceUID {self.uid}"
         return f"series {number} {self.description!r} ({self.modality}, {files}{uid})"
 
 
@@ -128,6 +154,10 @@ def find_series(path: str | os.PathLike[str]) -> tuple[list[Series], list[str]]:
                 description=str(first.get("SeriesDescription", "")),
                 modality=str(first.get("Modality", "")),
                 files=tuple(f for f, _ in members),
+                echoes=tuple(str(ds.get("EchoNumbers", "")) for _, ds in members),
+                burned_in=any(
+                    str(ds.get("BurnedInAnnotation", "")).upper() == "YES" for _, ds in members
+                ),
             )
         )
     series.sort(key=lambda s: (s.number if s.number is not None else -1, s.uid))
@@ -167,7 +197,49 @@ def select_series(series: Sequence[Series], selector: str | None) -> Series:
     if len(matches) == 1:
         return matches[0]
     what = "no series matches" if not matches else f"{len(matches)} series match"
-    raise DicomSeriesError(f"{what} the series selector {selector!r}; found: {found}")
+    shown = "<SeriesInstanceUID>" if redacting() and looks_like_uid(selector) else repr(selector)
+    raise DicomSeriesError(f"{what} the series selector {shown}; found: {found}")
+
+
+def select_echo(series: Series, echo: int | str | None) -> Series:
+    """The files of one echo of a multi-echo series (by EchoNumbers), or the series itself
+    when it has one echo.
+
+    Parameters
+    ----------
+    echo
+        ``dicom.echo``: an EchoNumbers value, ``None`` (the series must have one echo) or
+        ``all`` (every echo as a channel of one image: refused until images have channels).
+    """
+    numbers = sorted({e for e in series.echoes if e}, key=lambda e: (len(e), e))
+    if echo == "all":
+        raise DicomSeriesError(
+            f"dicom.echo: all (each of the {len(numbers) or 1} echo(es) a channel of one image)"
+            " is not supported yet: cohortseg's images have one channel until multi-channel"
+            " inputs come (see the multi-channel issue); select one echo with dicom.echo: N"
+        )
+    if echo is None:
+        if len(numbers) > 1:
+            raise DicomSeriesError(
+                f"{len(numbers)} echoes in one series (EchoNumbers {', '.join(numbers)}):"
+                " select one with dicom.echo (an EchoNumbers value); all echoes as channels"
+                " (dicom.echo: all) are not supported yet"
+            )
+        return series
+    files = tuple(f for f, e in zip(series.files, series.echoes, strict=True) if e == str(echo))
+    if not files:
+        found = ", ".join(numbers) if numbers else "none recorded"
+        raise DicomSeriesError(f"dicom.echo is {echo} but the series has no such echo ({found})")
+    return replace(series, files=files, echoes=(str(echo),) * len(files))
+
+
+def choose_series(
+    path: str | os.PathLike[str], selector: str | None, echo: int | str | None = None
+) -> tuple[Series, list[str]]:
+    """The series (and echo) a subject's DICOM folder stands for: :func:`find_series`,
+    :func:`select_series` and :func:`select_echo`. Returns it and the skipped files' notes."""
+    series, skipped = find_series(path)
+    return select_echo(select_series(series, selector), echo), skipped
 
 
 @dataclass(frozen=True)
@@ -327,7 +399,7 @@ def slice_order(geometry: SliceGeometry, tolerance_mm: float) -> tuple[np.ndarra
         raise DicomSeriesError(
             f"{int(np.sum(steps < tolerance_mm)) + 1} frames share slice positions (first at"
             f" {d[k]:.3f} mm along the normal): several echoes, phases or acquisitions in one"
-            " series; select or split them"
+            " series; select or split them (dicom.echo selects one echo of a multi-echo series)"
         )
     offsets = geometry.positions[order] - geometry.positions[order[0]]
     in_plane = offsets - np.outer(offsets @ normal, normal)

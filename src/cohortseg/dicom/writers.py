@@ -1,5 +1,6 @@
-"""Writing a volume as a DICOM MR series, one file per slice or one multi-frame (enhanced)
-object: the demo cohort's DICOM inputs (``demo.format: dicom``) and the tests'.
+"""Writing a volume as a DICOM MR or CT series, one file per slice or one multi-frame
+(enhanced) object: the demo cohort's DICOM inputs (``demo.format: dicom``) and the tests'. The
+objects are valid for dciodvfy (dicom3tools): no errors.
 
 Files are named and numbered in a shuffled order (InstanceNumber runs against position), so
 that whatever reads them must order slices by ImagePositionPatient along the slice normal.
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from cohortseg.core.io import atomic_write
 from cohortseg.dicom.series import LPS_TO_RAS
@@ -72,25 +73,40 @@ def _ds_number(x: float) -> str:
 
 
 def _base_dataset(
-    study: str, series: str, frame_of_reference: str, description: str, phi: Mapping[str, str]
+    study: str,
+    series: str,
+    frame_of_reference: str,
+    description: str,
+    phi: Mapping[str, str],
+    modality: str = "MR",
 ) -> Dataset:
     ds = Dataset()
-    ds.SOPClassUID = MRImageStorage
+    ds.SOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
     ds.StudyInstanceUID = study
     ds.SeriesInstanceUID = series
     ds.FrameOfReferenceUID = frame_of_reference
-    ds.Modality = "MR"
+    ds.Modality = modality
     ds.SeriesNumber = 3
     ds.SeriesDescription = description
     ds.Manufacturer = "cohortseg demo"
     ds.StudyTime = ds.SeriesTime = "101500"
     ds.PatientSex = "O"
     ds.PositionReferenceIndicator = ""
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-    ds.ScanningSequence = "GR"
-    ds.SequenceVariant = "NONE"
-    ds.ScanOptions = ""
-    ds.MRAcquisitionType = "3D"
+    ds.Laterality = ""
+    ds.PatientPosition = "HFS"
+    ds.AcquisitionNumber = 1
+    if modality == "CT":
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.KVP = "120"
+    else:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.ScanningSequence = "GR"
+        ds.SequenceVariant = "NONE"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "3D"
+        ds.RepetitionTime = "15"
+        ds.EchoTime = "5"
+        ds.EchoTrainLength = "1"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
@@ -101,6 +117,18 @@ def _base_dataset(
     for key, value in phi.items():
         setattr(ds, key, value)
     return ds
+
+
+def _dated_like_the_study(image: Dataset, base: Dataset) -> None:
+    """The enhanced object's creation dates (highdicom's clock) set to the study's, so that
+    the same demo gives the same bytes, and its only dates are the patient's."""
+    day = str(base.get("StudyDate", "") or "")
+    if not day:
+        return
+    image.InstanceCreationDate, image.InstanceCreationTime = day, base.StudyTime
+    for item in image.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = f"{day}{base.StudyTime}"
 
 
 def _slices(data: np.ndarray, affine: np.ndarray, base: Dataset, seed: int) -> list[Dataset]:
@@ -131,7 +159,7 @@ def _slices(data: np.ndarray, affine: np.ndarray, base: Dataset, seed: int) -> l
         ds.SpacingBetweenSlices = _ds_number(slice_spacing)
         ds.Rows, ds.Columns = int(data.shape[1]), int(data.shape[0])
         ds.RescaleSlope, ds.RescaleIntercept = _ds_number(slope), _ds_number(intercept)
-        ds.RescaleType = "US"
+        ds.RescaleType = "HU" if base.Modality == "CT" else "US"
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # rows = j, columns = i
         out.append(ds)
     return out
@@ -166,20 +194,24 @@ def write_series(
     multi_frame: bool = False,
     seed: int = 0,
     study_uid: str | None = None,
+    modality: str = "MR",
 ) -> list[Path]:
-    """Write ``data`` (X, Y, Z) on the grid ``affine`` ((4, 4) RAS, mm) as an MR series.
+    """Write ``data`` (X, Y, Z) on the grid ``affine`` ((4, 4) RAS, mm) as an MR series (or,
+    with ``modality="CT"``, a CT series whose stored values are Hounsfield units).
 
     X runs along each row (columns), Y down the rows, Z across slices; the third axis must
     point along the slice normal (:func:`along_normal`). Values are stored as int16 (with
     RescaleSlope/Intercept where they are not int16 already). ``multi_frame`` writes one
-    Legacy Converted Enhanced MR object (highdicom) instead of one file per slice. Returns the
-    files written.
+    Legacy Converted Enhanced MR (or CT) object (highdicom) instead of one file per slice.
+    Returns the files written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     study = study_uid or _uid(seed, "study")
-    base = _base_dataset(study, _uid(seed, "series"), _uid(seed, "frame"), description, phi)
+    base = _base_dataset(
+        study, _uid(seed, "series"), _uid(seed, "frame"), description, phi, modality
+    )
     slices = _slices(data, affine, base, seed)
     if multi_frame:
         import highdicom as hd
@@ -187,13 +219,22 @@ def write_series(
         for k, ds in enumerate(slices, start=1):
             ds.InstanceNumber = k
             _with_file_meta(ds)
-        image = hd.legacy.LegacyConvertedEnhancedMRImage(
+        legacy = (
+            hd.legacy.LegacyConvertedEnhancedCTImage
+            if modality == "CT"
+            else hd.legacy.LegacyConvertedEnhancedMRImage
+        )
+        image = legacy(
             slices,
             series_instance_uid=base.SeriesInstanceUID,
             series_number=int(base.SeriesNumber),
             sop_instance_uid=_uid(seed, "enhanced"),
             instance_number=1,
         )
+        # the single-frame objects it was converted from are not written: nothing to refer to
+        del image.ReferencedSeriesSequence
+        image.Laterality = ""  # Type 2C (a paired body part may be imaged), dropped by highdicom
+        _dated_like_the_study(image, base)
         path = folder / "enhanced.dcm"
         with atomic_write(path) as tmp:
             image.save_as(tmp)

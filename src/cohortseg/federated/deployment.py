@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cohortseg.core.cohort import DEFAULT_SITE
 from cohortseg.core.errors import CohortsegError
-from cohortseg.core.io import read_json
+from cohortseg.core.io import copy_atomically, read_json, write_json, write_text, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,10 @@ def write_connection(flwr_home: str | os.PathLike[str], address: str, ca: str | 
     home.mkdir(parents=True, exist_ok=True)
     security = f'root-certificates = "{Path(ca).resolve()}"' if ca else "insecure = true"
     path = home / "config.toml"
-    path.write_text(
+    write_text(
+        path,
         '[superlink]\ndefault = "cohortseg"\n\n[superlink.cohortseg]\n'
-        f'address = "{address}"\n{security}\n'
+        f'address = "{address}"\n{security}\n',
     )
     return path
 
@@ -235,16 +236,29 @@ def local_federation(
             handle.close()
 
 
+def run_timeout_s(timeout_h: float | None) -> float | None:
+    """``federated.timeout_h`` (hours, or None: no limit) in seconds, as :func:`run_app`
+    takes it."""
+    return None if timeout_h is None else float(timeout_h) * 3600
+
+
 def run_app(
     federation: Mapping[str, object],
     run_config: Mapping[str, object],
     log_path: str | os.PathLike[str],
     app_dir: str | os.PathLike[str] = APP_DIR,
-    timeout_s: float = 3600,
+    timeout_s: float | None = None,
 ) -> None:
     """``flwr run`` the Flower App on the federation, streaming its log to ``log_path``, with
-    ``run_config`` overriding the app's ``[tool.flwr.app.config]``. Raises
-    ``CohortsegError`` if it fails or does not finish in ``timeout_s``."""
+    ``run_config`` overriding the app's ``[tool.flwr.app.config]``, for as long as it takes
+    or at most ``timeout_s`` seconds (``federated.timeout_h``: :func:`run_timeout_s`).
+
+    Raises
+    ------
+    CohortsegError
+        If it fails, or does not finish in ``timeout_s`` (the rounds saved until then stay,
+        and a rerun resumes after them).
+    """
     home = Path(str(federation["flwr_home"]))
     ca = federation.get("ca")
     write_connection(home, str(federation["address"]), str(ca) if ca else None)
@@ -260,7 +274,11 @@ def run_app(
                 timeout=timeout_s,
             )
         except subprocess.TimeoutExpired:
-            raise CohortsegError(f"flwr run did not finish in {timeout_s:.0f} s") from None
+            raise CohortsegError(
+                f"flwr run did not finish in {timeout_s:.0f} s ({timeout_s / 3600:.3g} h,"
+                " federated.timeout_h): the rounds saved so far stay and a rerun resumes after"
+                f" them; raise federated.timeout_h, or set it to null for no limit; see {log_path}"
+            ) from None
     if proc.returncode != 0:
         reasons = [
             line.split("CohortsegError: ", 1)[1].strip()
@@ -287,8 +305,6 @@ def prepare_sites(
     """Each site's node config for federated training: its patch stores (``stores``: a list
     file), its validation subjects (``val``: a manifest), the config and the plan, all written
     into :func:`site_folder`. ``cohort`` is the run's WorkflowCohort (subjects' ``site``)."""
-    from cohortseg.core.io import write_json, write_tsv
-
     site_of = {s.subject: s.site or DEFAULT_SITE for s in cohort.subjects}
     by_site: dict[str, list[str]] = {}
     for store in stores:
@@ -297,9 +313,7 @@ def prepare_sites(
     for site in sorted(by_site):
         folder = site_folder(site) / "federated"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "stores.txt").write_text(
-            "".join(f"{os.path.abspath(p)}\n" for p in by_site[site])
-        )
+        write_text(folder / "stores.txt", "".join(f"{os.path.abspath(p)}\n" for p in by_site[site]))
         rows = [
             {
                 "subject": s.subject,
@@ -356,8 +370,6 @@ def write_site_supernode(
     own ``stores`` and ``val`` subjects, into :func:`site_folder`) and ``supernode.sh``
     (:func:`supernode_script`) beside them. Returns the script's path. Raises
     ``CohortsegError`` when the site has no patch store (no training subject)."""
-    from cohortseg.core.io import write_text
-
     site_of = {s.subject: s.site or DEFAULT_SITE for s in cohort.subjects}
     own = [p for p in stores if site_of[Path(p).name.removesuffix(".h5")] == site]
     if not own:
@@ -385,10 +397,8 @@ def train_federated(
     Flower App, then ``best.pt``, ``last.pt`` (the same global model), ``training_log.tsv``
     (one row per round, with each site's validation Dice) and ``learning_curve.png`` in
     ``out_dir``. The rounds' checkpoints stay in ``checkpoint_dir`` until then: a rerun after a
-    killed job resumes after the last saved round."""
-    import shutil
-
-    from cohortseg.core.io import write_json, write_tsv
+    killed job resumes after the last saved round; ``federated.timeout_h`` (null: none) limits
+    how long the rounds may take."""
     from cohortseg.federated.task import resume_point
     from cohortseg.viz.figures import plot_learning_curve
 
@@ -398,7 +408,7 @@ def train_federated(
     model_dir = work / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", dict(config))
-    shutil.copyfile(plan_path, work / "plan.json")
+    copy_atomically(Path(plan_path), work / "plan.json")
     min_sites = federated["min_sites"] or len(sites)
     run_config = {
         "config": str((work / "config.json").resolve()),
@@ -419,7 +429,8 @@ def train_federated(
         run_config["rounds"],
     )
     with local_federation(sites, work / "flower") as federation:
-        run_app(federation, run_config, work / "flwr-run.log")
+        timeout_s = run_timeout_s(federated["timeout_h"])
+        run_app(federation, run_config, work / "flwr-run.log", timeout_s=timeout_s)
     done, _ = resume_point(model_dir)
     if done < run_config["rounds"]:
         raise CohortsegError(
@@ -435,5 +446,5 @@ def train_federated(
     )
     write_tsv(out / "training_log.tsv", rows, columns)
     plot_learning_curve(rows, classes, out / "learning_curve.png")
-    shutil.copyfile(model_dir / "best.pt", out / "best.pt")
-    shutil.copyfile(model_dir / "best.pt", out / "last.pt")
+    copy_atomically(model_dir / "best.pt", out / "best.pt")
+    copy_atomically(model_dir / "best.pt", out / "last.pt")

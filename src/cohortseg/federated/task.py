@@ -1,7 +1,8 @@
-"""Federated training's two halves, free of Flower: a site's local round (the training loop's
-own step, augmentation and sampling on the site's patch stores, from the global weights, with
-FedProx's proximal term when asked) and the global model's checkpoint after each round, in the
-format inference reads (:func:`cohortseg.networks.build.load_model`)."""
+"""Federated training's two halves, free of Flower: a site's local round (the trainer's own
+task step, augmentation, precision and sampling on the site's patch stores and device, from the
+global weights, with FedProx's proximal term when asked), its validation Dice, and the global
+model's checkpoint after each round, in the format inference reads
+(:func:`cohortseg.networks.build.load_model`)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,17 @@ from cohortseg.core.errors import CohortsegError
 from cohortseg.core.io import read_json, write_json
 from cohortseg.networks.build import build_network, resolve_model
 from cohortseg.preprocessing.patches import PatchDataset
-from cohortseg.training.augment import augment
 from cohortseg.training.batches import EpochBatchSampler, seed_everything
 from cohortseg.training.checkpoints import save_checkpoint
-from cohortseg.training.loop import PRECISIONS, lr_at, make_optimizer, train_step
+from cohortseg.training.loop import (
+    PRECISIONS,
+    checkpoint_activations,
+    lr_at,
+    make_optimizer,
+    task_step,
+)
 from cohortseg.training.losses import SegmentationLoss
+from cohortseg.training.tasks import TrainingTask, volume_task
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,14 @@ class _ProximalLoss(torch.nn.Module):
         return loss
 
 
+def site_task(config: Mapping, plan: Mapping, val_subjects: Sequence = ()) -> TrainingTask:
+    """The task a site trains and validates, as central training's
+    (:func:`cohortseg.training.tasks.volume_task` of the site's ``training.augmentation`` and
+    ``inference`` keys, validated on its ``val_subjects``)."""
+    augmentation = config["training"]["augmentation"]
+    return volume_task(augmentation, plan, config["inference"], val_subjects)
+
+
 def local_round(
     global_state: State,
     config: Mapping,
@@ -71,62 +86,60 @@ def local_round(
     rounds: int,
     steps: int,
     proximal_mu: float = 0.0,
-    device: torch.device | None = None,
+    *,
+    device: torch.device,
     optimizer_path: str | Path | None = None,
+    task: TrainingTask | None = None,
 ) -> tuple[State, dict[str, float]]:
-    """``steps`` training steps of one site from the global weights.
+    """``steps`` training steps of one site from the global weights, on ``device`` (the
+    site's ``training.device``: :func:`cohortseg.training.distributed.rank_device`).
 
-    The same step as central training (:func:`cohortseg.training.loop.train_step`: the optimizer of
-    ``training.optimizer``, the training loss, bf16 autocast on GPU) and network (``model.name:
-    auto`` resolved from the plan), the same augmentation and seeded sampling (round ``r``
-    samples as epoch ``r - 1`` would), the learning rate of ``training.learning_rate``
-    decayed over the rounds as over epochs. The optimizer's state (AdamW's moments, SGD's
-    momentum) is the site's own: with ``optimizer_path`` (a file in the site's folder) it is
-    saved after the round and taken up again by the next one (``federated.
-    keep_optimizer_state``), otherwise each round starts a fresh optimizer. It never leaves
-    the site.
+    The trainer's own step (:func:`cohortseg.training.loop.task_step` of ``task``, by default
+    :func:`site_task`: onto the device in ``training.precision``, the same augmentation, the
+    optimizer of ``training.optimizer``, the training loss, bf16 autocast on GPU) and network
+    (``model.name: auto`` resolved from the plan; ``training.activation_checkpointing``), the
+    same seeded sampling (round ``r`` samples as epoch ``r - 1`` would), the learning rate of
+    ``training.learning_rate`` decayed over the rounds as over epochs. The optimizer's state
+    (AdamW's moments, SGD's momentum) is the site's own: with ``optimizer_path`` (a file in the
+    site's folder) it is saved after the round and taken up again by the next one
+    (``federated.keep_optimizer_state``), otherwise each round starts a fresh optimizer. It
+    never leaves the site.
 
     Returns
     -------
     state
-        The site's weights after the round.
+        The site's weights after the round (float32, on the CPU).
     metrics
         ``num-examples`` (the site's training patches, FedAvg's weight), ``train-loss`` (mean
         over the round's steps) and ``steps``.
     """
     training = config["training"]
-    device = device or torch.device("cpu")
-    dtype = PRECISIONS[str(training["precision"])]
+    task = task or site_task(config, plan)
     seed_everything(int(training["seed"]) + server_round)
     dataset = PatchDataset(stores, plan_hash=plan["hash"])
-    sampler = EpochBatchSampler(
-        len(dataset), int(training["batch_size"]), steps, int(training["seed"]), 0, 1
-    )
-    sampler.set_epoch(server_round - 1)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
-    net = build_network(resolve_model(config["model"], plan), len(plan["classes"]) + 1)
-    net = net.to(device=device, dtype=dtype)
-    net.load_state_dict(global_state)
-    net.train()
+    sampler, loader = _site_loader(dataset, training, steps, server_round, device)
+    net = _site_network(task, global_state, config, plan, device)
     lr = lr_at(server_round - 1, rounds, float(training["learning_rate"]))
     optimizer = make_optimizer(
         net.parameters(), str(training["optimizer"]), lr, float(training["weight_decay"])
     )
     if optimizer_path is not None:
         resume_site_optimizer(optimizer, optimizer_path, server_round, lr, device)
+    # FedProx's anchor: the global weights as they came (loading copied them into the net)
+    dtype = next(net.parameters()).dtype
     anchor = {k: v.to(device=device, dtype=dtype) for k, v in global_state.items()}
     loss_fn = _ProximalLoss(net, anchor, proximal_mu)
     losses = []
     for step, (image, label) in enumerate(loader):
-        image = image.to(device, dtype=dtype)
-        label = label.to(device)
         seeds = sampler.sample_seeds(server_round - 1, step)
-        image, label = augment(image, label, seeds, training["augmentation"])
-        losses.append(float(train_step(net, optimizer, loss_fn, image, label)))
+        losses.append(float(task_step(task, net, optimizer, loss_fn, image, label, seeds)))
     if optimizer_path is not None:
         save_checkpoint(
             optimizer_path, {"round": server_round, "optimizer_state": optimizer.state_dict()}
         )
+    log.info(
+        "round %d: %d steps on %s (%s)", server_round, len(losses), device, training["precision"]
+    )
     state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in net.state_dict().items()}
     metrics = {
         "num-examples": float(len(dataset)),
@@ -134,6 +147,35 @@ def local_round(
         "steps": float(len(losses)),
     }
     return state, metrics
+
+
+def _site_loader(
+    dataset: PatchDataset, training: Mapping, steps: int, server_round: int, device: torch.device
+) -> tuple[EpochBatchSampler, DataLoader]:
+    """The round's sampler and loader: ``steps`` batches of ``training.batch_size`` patches,
+    ordered as epoch ``server_round - 1`` of central training with the same seed."""
+    seed = int(training["seed"])
+    sampler = EpochBatchSampler(len(dataset), int(training["batch_size"]), steps, seed, 0, 1)
+    sampler.set_epoch(server_round - 1)
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=0, pin_memory=device.type == "cuda"
+    )
+    return sampler, loader
+
+
+def _site_network(
+    task: TrainingTask, state: State, config: Mapping, plan: Mapping, device: torch.device
+) -> torch.nn.Module:
+    """The task's network (``model``, ``auto`` resolved from the plan) on ``device`` in
+    ``training.precision``, with the weights ``state``, in training mode."""
+    training = config["training"]
+    dtype = PRECISIONS[str(training["precision"])]
+    model = resolve_model(config["model"], plan)
+    net = task.network(model, len(plan["classes"]) + 1, device, dtype)
+    net.load_state_dict(state)
+    if training["activation_checkpointing"]:
+        checkpoint_activations(net)
+    return net.train()
 
 
 def resume_site_optimizer(
@@ -170,13 +212,13 @@ def site_validation_dice(
     config: Mapping,
     plan: Mapping,
     val_manifest: str,
-    device: torch.device | None = None,
+    *,
+    device: torch.device,
 ) -> dict[str, float]:
     """Validation Dice of the weights ``state`` on a site's val subjects (``val_manifest``: a
-    preprocessing manifest; empty: none): ``num-examples`` (their number, the weight),
-    ``val-dice-mean`` and ``val-dice-{class}``."""
-    from cohortseg.training.loop import validation_dice
-
+    preprocessing manifest; empty: none), on ``device`` in ``training.precision``, by the
+    site task's validation (:func:`site_task`, as central training validates):
+    ``num-examples`` (their number, the weight), ``val-dice-mean`` and ``val-dice-{class}``."""
     subjects = [s for s in read_subjects(val_manifest) if s.split == "val"] if val_manifest else []
     classes = list(plan["classes"])
     if not subjects:
@@ -185,10 +227,10 @@ def site_validation_dice(
             "val-dice-mean": 0.0,
             **{f"val-dice-{c}": 0.0 for c in classes},
         }
-    net = build_network(resolve_model(config["model"], plan), len(classes) + 1)
-    net.load_state_dict(state)
-    net.eval()
-    dice = validation_dice(net, subjects, plan, config["inference"], device or torch.device("cpu"))
+    task = site_task(config, plan, subjects)
+    net = _site_network(task, state, config, plan, device).eval()
+    with torch.no_grad():
+        dice = task.validate(net, device)
     return {
         "num-examples": float(len(subjects)),
         "val-dice-mean": float(sum(dice) / len(dice)),

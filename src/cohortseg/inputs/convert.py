@@ -16,8 +16,9 @@ from cohortseg.core.cohort import Subject, is_dicom
 from cohortseg.core.errors import InvalidInputError
 from cohortseg.core.io import read_tsv, save_nifti, sha256_file, write_tsv
 from cohortseg.core.redact import redacting, show_path
+from cohortseg.dicom.deidentify import BURNED_IN
 from cohortseg.dicom.seg import seg_label_on_grid
-from cohortseg.dicom.series import DicomSeriesError, find_series, read_series, select_series
+from cohortseg.dicom.series import DicomSeriesError, choose_series, read_series
 from cohortseg.inputs.pictures import is_picture, read_picture
 from cohortseg.inputs.validate import Problem
 
@@ -28,21 +29,31 @@ COLUMNS = ("subject", "image", "image_sha256", "label", "label_sha256", "kind", 
 
 
 def convert_image(
-    source: Subject, target: str, selector: str | None, tolerance_mm: float
+    source: Subject,
+    target: str,
+    selector: str | None,
+    tolerance_mm: float,
+    echo: int | str | None = None,
+    refuse_burned_in: bool = False,
 ) -> tuple[np.ndarray, str]:
-    """Convert ``source.image`` (a DICOM series) to the NIfTI ``target``; returns the affine
-    ((4, 4) RAS, mm) and a one-line description for the log."""
-    series, skipped = find_series(source.image)
+    """Convert ``source.image`` (a DICOM series; one echo of it, ``echo``) to the NIfTI
+    ``target``; returns the affine ((4, 4) RAS, mm) and a one-line description for the log
+    (no SeriesDescription or UID in pseudonymised runs). With ``refuse_burned_in``
+    (pseudonymised runs) a series whose BurnedInAnnotation is ``YES`` is refused."""
+    chosen, skipped = choose_series(source.image, source.series or selector, echo)
     for note in skipped:
         log.info("%s: skipped %s", source.subject, note if not redacting() else "a file")
-    chosen = select_series(series, source.series or selector)
+    if refuse_burned_in and chosen.burned_in:
+        raise DicomSeriesError(BURNED_IN)
     start = time.perf_counter()
     converted = read_series(chosen, tolerance_mm)
     save_nifti(target, converted.data, converted.affine)
-    form = "one multi-frame object" if converted.multi_frame else f"{len(chosen.files)} files"
-    what = f"series {chosen.number} {chosen.description!r} ({chosen.modality}, {form})"
+    form = " as one multi-frame object" if converted.multi_frame else ""
     shape = "x".join(map(str, converted.data.shape))
-    return converted.affine, f"{what} -> {shape} voxels in {time.perf_counter() - start:.2f} s"
+    return (
+        converted.affine,
+        f"{chosen}{form} -> {shape} voxels in {time.perf_counter() - start:.2f} s",
+    )
 
 
 def convert_subject(
@@ -51,10 +62,14 @@ def convert_subject(
     classes: Sequence[str],
     selector: str | None,
     tolerance_mm: float,
+    echo: int | str | None = None,
+    refuse_burned_in: bool = False,
 ) -> dict[str, str]:
     """Convert what is DICOM among ``source``'s image and label (a DICOM SEG), or a PNG or
-    TIFF picture, to ``target``'s NIfTI paths. Returns its manifest row; a problem is recorded
-    there, not raised."""
+    TIFF picture, to ``target``'s NIfTI paths (``echo``, ``refuse_burned_in``: see
+    :func:`convert_image`). Returns its manifest row; a problem is recorded there (one
+    validation problem of the subject: a series that is not one regular volume, a SEG whose
+    segments overlap…), not raised."""
     row = {"subject": target.subject}
     kind, path = "image", source.image
     try:
@@ -64,7 +79,9 @@ def convert_subject(
             log.info("%s: picture -> %s pixels", target.subject, "x".join(map(str, data.shape)))
             row.update(image=target.image, image_sha256=sha256_file(target.image))
         elif is_dicom(source.image):
-            affine, text = convert_image(source, target.image, selector, tolerance_mm)
+            affine, text = convert_image(
+                source, target.image, selector, tolerance_mm, echo, refuse_burned_in
+            )
             log.info("%s: %s", target.subject, text)
             row.update(image=target.image, image_sha256=sha256_file(target.image))
         if is_picture(source.label):

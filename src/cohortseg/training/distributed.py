@@ -107,10 +107,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _device_for(device: str, local_rank: int) -> torch.device:
-    """The device of a rank: ``auto``/``cuda`` give the local rank's GPU (modulo the GPUs this
-    process sees, so one GPU per task from SLURM's binding works too)."""
+def rank_device(device: str, local_rank: int = 0) -> torch.device:
+    """The device a rank trains on: ``training.device`` as
+    :func:`cohortseg.networks.device.pick_device` reads it, where ``auto``/``cuda`` give the
+    local rank's GPU (modulo the GPUs this process sees, so one GPU per task from SLURM's
+    binding works too).
+
+    Raises
+    ------
+    CohortsegError
+        If ``device`` asks for CUDA and this process sees no CUDA device.
+    """
     dev = pick_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise CohortsegError(
+            f"training.device: {device!r}, but this process sees no CUDA device (torch "
+            f"{torch.__version__}, CUDA_VISIBLE_DEVICES={visible!r}); ask the job for a GPU,"
+            " or set training.device: auto (the GPU if there is one) or cpu"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     if dev.type == "cuda":
@@ -303,7 +318,7 @@ def _init_ddp(device: str) -> Distributed:
         rank, world, local_rank = 0, 1, 0
         init_method = f"tcp://127.0.0.1:{_free_port()}"
         source = "no launcher (neither torchrun nor srun): a world of one"
-    dev = _device_for(device, local_rank)
+    dev = rank_device(device, local_rank)
     pg_backend = "nccl" if dev.type == "cuda" else "gloo"
     dist.init_process_group(
         pg_backend,
@@ -326,7 +341,7 @@ def _init_horovod(device: str) -> Distributed:
         ) from exc
     hvd.init()
     rank, world, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
-    dev = _device_for(device, local_rank)
+    dev = rank_device(device, local_rank)
     log.info("horovod: rank %d of %d on %s", rank, world, dev)
     return _Horovod(
         hvd, backend="horovod", rank=rank, world_size=world, local_rank=local_rank, device=dev
@@ -338,7 +353,7 @@ def init(backend: str = "single", device: str = "auto") -> Distributed:
     device (``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``auto`` and ``cuda`` give each local
     rank its own GPU)."""
     if backend == "single":
-        return Distributed("single", 0, 1, 0, _device_for(device, 0))
+        return Distributed("single", 0, 1, 0, rank_device(device, 0))
     if backend == "ddp":
         return _init_ddp(device)
     if backend == "horovod":

@@ -1,6 +1,8 @@
-"""Training: patches from the HDF5 stores, Dice + cross-entropy, AdamW or SGD, validation Dice each
-epoch, best and last checkpoints and a per-epoch log; data-parallel over ranks
-(``training.backend``) and resumable from ``last.pt`` at any step.
+"""The one trainer, for every modality and backend: patches from the HDF5 stores, the task's loss
+(:class:`~cohortseg.training.tasks.TrainingTask`: volumes, slides…), AdamW or SGD, validation
+Dice every ``training.val_every`` epochs, best and last checkpoints and a per-epoch log;
+data-parallel over ranks (``training.backend``) and resumable from ``last.pt`` at any step.
+:func:`fit` trains a task; :func:`train` is :func:`fit` with the volume task.
 
 Batch order and augmentation are pure functions of the seed, the epoch and the position in the
 epoch's global sample order (:mod:`cohortseg.training.batches`), so a run resumed mid-epoch from a
@@ -11,9 +13,10 @@ batch ``n·b``.
 Stopping (:mod:`cohortseg.training.checkpoints`): SIGTERM or SIGUSR1 (what SLURM sends with
 ``--signal`` before the time limit) makes every rank finish the current step; rank 0 writes
 ``last.pt`` and
-:func:`train` raises :class:`~cohortseg.training.checkpoints.TrainingInterrupted`, which
-``scripts/train.py`` turns into exit status :data:`~cohortseg.training.checkpoints.EXIT_INTERRUPTED`
-(75). Running the same command again resumes.
+:func:`fit` raises :class:`~cohortseg.training.checkpoints.TrainingInterrupted`, which
+``scripts/train.py`` (and ``scripts/wsi_train.py``) turn into exit status
+:data:`~cohortseg.training.checkpoints.EXIT_INTERRUPTED` (75). Running the same command again
+resumes.
 """
 
 from __future__ import annotations
@@ -34,13 +37,10 @@ from tqdm import tqdm
 
 from cohortseg.core.cohort import Subject
 from cohortseg.core.errors import CohortsegError
-from cohortseg.core.io import copy_atomically, load_nifti, write_tsv
-from cohortseg.evaluation.metrics import dice_hd95
-from cohortseg.inference.predictor import predict_probabilities
-from cohortseg.networks.build import build_network, read_checkpoint, resolve_model
+from cohortseg.core.io import copy_atomically, write_tsv
+from cohortseg.networks.build import read_checkpoint, resolve_model
 from cohortseg.preprocessing.patches import PatchDataset
 from cohortseg.training import distributed
-from cohortseg.training.augment import augment
 from cohortseg.training.batches import EpochBatchSampler, seed_everything
 from cohortseg.training.checkpoints import (
     StopRequest,
@@ -54,7 +54,7 @@ from cohortseg.training.checkpoints import (
     set_rng_state,
     weights_digest,
 )
-from cohortseg.training.losses import SegmentationLoss
+from cohortseg.training.tasks import TrainingTask, volume_task
 from cohortseg.viz.figures import plot_learning_curve
 
 log = logging.getLogger(__name__)
@@ -168,30 +168,23 @@ def train_step(
     return loss.detach()
 
 
-@torch.no_grad()
-def validation_dice(
-    net: torch.nn.Module,
-    subjects: Sequence[Subject],
-    plan: Mapping,
-    inference: Mapping,
-    device: torch.device,
-) -> list[float]:
-    """Mean Dice per foreground class over the validation subjects, each segmented by
-    sliding-window inference on the plan's grid (NaN per class when there are none)."""
-    n_classes = len(plan["classes"]) + 1
-    dtype = next(net.parameters()).dtype
-    net.eval()
-    scores = []
-    for s in subjects:
-        image, affine = load_nifti(s.image, s.subject)
-        label, _ = load_nifti(s.label, s.subject, dtype=np.uint8)
-        tensor = torch.as_tensor(image, device=device, dtype=dtype)[None]
-        probs = predict_probabilities(net, tensor, plan, inference)
-        pred = torch.argmax(probs, 0).to(torch.uint8).cpu().numpy()
-        dice, _ = dice_hd95(pred, label, affine, n_classes)
-        scores.append(dice)
-    net.train()
-    return np.mean(np.asarray(scores), axis=0).tolist() if scores else [math.nan] * (n_classes - 1)
+def task_step(
+    task: TrainingTask,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    seeds: Sequence[int],
+) -> torch.Tensor:
+    """One step of ``task`` on a batch as the loader gives it: onto the device of ``model``'s
+    weights in their dtype (``training.precision``), augmented with its samples' ``seeds``, one
+    optimisation step (:func:`train_step`). Central training and a federated site's round both
+    take it. Returns the detached loss."""
+    weight = next(model.parameters())
+    image, label = task.batch_on_device(image, label, weight.device, weight.dtype)
+    image, label = task.augment(image, label, seeds)
+    return train_step(model, optimizer, loss_fn, image, label)
 
 
 @dataclass
@@ -234,12 +227,13 @@ class RunFiles:
 @dataclass
 class Run:
     """One rank's training run: what is built once, and where training stands. The steps of
-    :func:`train` share it; every rank calls :meth:`write_checkpoint`, :meth:`stop_requested`
+    :func:`fit` share it; every rank calls :meth:`write_checkpoint`, :meth:`stop_requested`
     and :meth:`interrupt` together (they are collectives)."""
 
     ctx: distributed.Distributed
     stop: StopRequest
-    config: Mapping  # the model, training and inference sections
+    task: TrainingTask
+    config: Mapping  # the model and training sections
     plan: Mapping
     files: RunFiles
     sampler: EpochBatchSampler
@@ -263,10 +257,6 @@ class Run:
     @property
     def steps(self) -> int:
         return self.sampler.steps
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return PRECISIONS[str(self.training["precision"])]
 
     @property
     def classes(self) -> list[str]:
@@ -328,6 +318,7 @@ class Run:
             },
             "learning_rate": lr,
             "model_config": dict(self.config["model"]),
+            **self.task.checkpoint_fields(),
             "parent_digest": self.key.get("parent"),
             "plan": dict(self.plan),
             "resume_key": self.key,
@@ -369,7 +360,25 @@ def train(
     checkpoint_dir: str | Path | None = None,
     init_from: str | Path | None = None,
 ) -> dict:
-    """Train a network on the patch stores and write ``best.pt``, ``last.pt``,
+    """Train a volume network: :func:`fit` with the volume task
+    (:func:`cohortseg.training.tasks.volume_task`: ``training.augmentation``, validation on
+    ``val_subjects``, preprocessed subjects with ``image`` and ``label`` on the plan's grid,
+    segmented with the ``inference`` section's keys). Arguments and result as :func:`fit`'s."""
+    augmentation = config["training"]["augmentation"]
+    task = volume_task(augmentation, plan, config["inference"], val_subjects)
+    return fit(task, config, plan, stores, out_dir, checkpoint_dir, init_from)
+
+
+def fit(
+    task: TrainingTask,
+    config: Mapping,
+    plan: Mapping,
+    stores: Sequence[str],
+    out_dir: str | Path,
+    checkpoint_dir: str | Path | None = None,
+    init_from: str | Path | None = None,
+) -> dict:
+    """Train ``task``'s network on the patch stores and write ``best.pt``, ``last.pt``,
     ``training_log.tsv`` and ``learning_curve.png`` into ``out_dir``.
 
     With ``init_from`` (a checkpoint), training fine-tunes that model: its network and weights,
@@ -379,22 +388,22 @@ def train(
     Every rank of ``training.backend`` calls this; rank 0 validates and writes the files.
     ``last.pt`` is written to ``checkpoint_dir`` (default ``out_dir``) every
     ``training.checkpoint_every`` steps and at each epoch's end; if it exists there when
-    training starts and was written for the same plan, model, training config, patch stores
-    and number of ranks, training resumes from it. With a separate ``checkpoint_dir`` (one
-    that Snakemake does not delete before rerunning the job) the resume files are removed once
-    training has finished and its results are in ``out_dir``.
+    training starts and was written for the same task, plan, model, training config, patch
+    stores and number of ranks, training resumes from it. With a separate ``checkpoint_dir``
+    (one that Snakemake does not delete before rerunning the job) the resume files are removed
+    once training has finished and its results are in ``out_dir``.
 
     Parameters
     ----------
+    task
+        What the modality supplies: network shape, input, augmentation, loss, validation.
     config
-        The ``model``, ``training`` and ``inference`` config sections, complete (as
-        ``config.yaml`` and the schema make them).
+        The ``model`` and ``training`` config sections, complete (as ``config.yaml`` and the
+        schema make them).
     plan
-        The preprocessing plan the patch stores were made with.
+        The plan the patch stores were made with (its ``hash`` and ``classes``).
     stores
         HDF5 patch stores.
-    val_subjects
-        Validation subjects, preprocessed: ``image`` and ``label`` on the plan's grid.
     out_dir, checkpoint_dir
         Where the results go, and where ``last.pt`` is kept while training.
     init_from
@@ -422,7 +431,7 @@ def train(
     files = RunFiles(out, Path(checkpoint_dir) if checkpoint_dir is not None else out)
     try:
         with StopRequest() as stop:
-            run = _start_run(ctx, stop, config, plan, stores, files, parent)
+            run = _start_run(ctx, stop, task, config, plan, stores, files, parent)
             _resume(run)
             _log_start(run)
             run.model.train()
@@ -430,7 +439,7 @@ def train(
                 started = time.perf_counter()
                 lr = run.set_learning_rate(epoch)
                 _train_epoch(run, epoch, lr)
-                _end_epoch(run, epoch, lr, started, val_subjects)
+                _end_epoch(run, epoch, lr, started)
             if ctx.is_main:
                 _publish(files, run.progress.rows, run.classes, run.columns)
             ctx.barrier()
@@ -442,26 +451,29 @@ def train(
 def _start_run(
     ctx: distributed.Distributed,
     stop: StopRequest,
+    task: TrainingTask,
     config: Mapping,
     plan: Mapping,
     stores: Sequence[str],
     files: RunFiles,
     parent: Mapping | None = None,
 ) -> Run:
-    """Seed this process, then build the loader, the network (with the ``parent`` checkpoint's
-    weights, if any) and its optimizer."""
+    """Seed this process, then build the loader, ``task``'s network (with the ``parent``
+    checkpoint's weights, if any) and its optimizer."""
     training = config["training"]
     seed_everything(int(training["seed"]))
     dataset = PatchDataset(stores, plan_hash=plan["hash"])
     sampler, loader = _build_loader(dataset, training, ctx)
     initial = parent["model_state"] if parent is not None else None
-    net, model, optimizer, base_lr = _build_model(config, len(plan["classes"]) + 1, ctx, initial)
-    key = resume_key(config, plan, dataset, ctx.world_size)
+    n_classes = len(plan["classes"]) + 1
+    net, model, optimizer, base_lr = _build_model(task, config, n_classes, ctx, initial)
+    key = {**resume_key(config, plan, dataset, ctx.world_size), "task": task.name}
     if initial is not None:  # a resumed fine-tuning run must have started from these weights
         key["parent"] = weights_digest(initial)
     return Run(
         ctx=ctx,
         stop=stop,
+        task=task,
         config=config,
         plan=plan,
         files=files,
@@ -470,7 +482,7 @@ def _start_run(
         net=net,
         model=model,
         optimizer=optimizer,
-        loss_fn=SegmentationLoss(),
+        loss_fn=task.loss(),
         base_lr=base_lr,
         key=key,
     )
@@ -499,14 +511,15 @@ def _build_loader(
 
 
 def _build_model(
+    task: TrainingTask,
     config: Mapping,
     n_classes: int,
     ctx: distributed.Distributed,
     initial_state: Mapping | None = None,
 ) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, float]:
-    """The network on this rank's device in ``training.precision`` (with ``initial_state``'s
-    weights, if given) and its optimizer (``training.optimizer``) at the base learning rate for
-    the number of ranks, both wrapped by the backend.
+    """``task``'s network on this rank's device in ``training.precision`` (with
+    ``initial_state``'s weights, if given) and its optimizer (``training.optimizer``) at the
+    base learning rate for the number of ranks, both wrapped by the backend.
 
     Returns
     -------
@@ -515,7 +528,7 @@ def _build_model(
     """
     training = config["training"]
     dtype = PRECISIONS[str(training["precision"])]
-    net = build_network(config["model"], n_classes).to(device=ctx.device, dtype=dtype)
+    net = task.network(config["model"], n_classes, ctx.device, dtype)
     if initial_state is not None:
         net.load_state_dict(initial_state)
     if training["activation_checkpointing"]:
@@ -600,28 +613,23 @@ def _train_epoch(run: Run, epoch: int, lr: float) -> None:
 def _train_batch(
     run: Run, epoch: int, step: int, image: torch.Tensor, label: torch.Tensor
 ) -> tuple[float, bool]:
-    """One step on this rank's batch: onto the device, augmented with its samples' seeds, one
-    optimisation step. Returns the loss averaged over the ranks and whether any rank was told
-    to stop."""
+    """One step on this rank's batch (:func:`task_step`: onto the device, augmented with its
+    samples' seeds, one optimisation step). Returns the loss averaged over the ranks and
+    whether any rank was told to stop."""
     ctx = run.ctx
-    image = image.to(ctx.device, dtype=run.dtype, non_blocking=True)
-    label = label.to(ctx.device, non_blocking=True)
     seeds = run.sampler.sample_seeds(epoch, step)
-    image, label = augment(image, label, seeds, run.training["augmentation"])
-    loss = train_step(run.model, run.optimizer, run.loss_fn, image, label)
+    loss = task_step(run.task, run.model, run.optimizer, run.loss_fn, image, label, seeds)
     # one collective for the mean loss and whether any rank was told to stop
     loss_sum, stopping = ctx.allreduce_sum([loss.item(), run.stop.signal_name is not None])
     return loss_sum / ctx.world_size, bool(stopping)
 
 
-def _end_epoch(
-    run: Run, epoch: int, lr: float, started: float, val_subjects: Sequence[Subject]
-) -> None:
+def _end_epoch(run: Run, epoch: int, lr: float, started: float) -> None:
     """Close ``epoch``: its log row, ``last.pt``, ``best.pt`` if the validation Dice improved,
     the training log so far; then, if any rank was told to stop and epochs remain, raise
     :class:`~cohortseg.training.checkpoints.TrainingInterrupted`."""
     progress, ctx, files = run.progress, run.ctx, run.files
-    row = _epoch_row(run, epoch, lr, started, val_subjects)
+    row = _epoch_row(run, epoch, lr, started)
     progress.rows.append(row)
     progress.epoch, progress.step, progress.epoch_losses = epoch + 1, 0, []
     if ctx.is_main:
@@ -641,12 +649,10 @@ def _end_epoch(
         raise run.interrupt(lr)
 
 
-def _epoch_row(
-    run: Run, epoch: int, lr: float, started: float, val_subjects: Sequence[Subject]
-) -> dict:
+def _epoch_row(run: Run, epoch: int, lr: float, started: float) -> dict:
     """The epoch's log row: mean training loss, learning rate, the validation Dice per class
     every ``training.val_every`` epochs and after the last (rank 0 validates while the others
-    wait), and the seconds since ``started``."""
+    wait: :func:`_validate`), and the seconds since ``started``."""
     row: dict = {
         "epoch": epoch + 1,
         "train_loss": float(np.mean(run.progress.epoch_losses)),
@@ -654,13 +660,23 @@ def _epoch_row(
     }
     if (epoch + 1) % int(run.training["val_every"]) == 0 or epoch + 1 == run.epochs:
         if run.ctx.is_main:
-            inference = run.config["inference"]
-            dice = validation_dice(run.net, val_subjects, run.plan, inference, run.ctx.device)
+            dice = _validate(run)
             row["val_dice_mean"] = float(np.mean(dice))
             row.update({f"val_dice_{c}": d for c, d in zip(run.classes, dice, strict=True)})
         run.ctx.barrier()
     row["seconds"] = time.perf_counter() - started
     return row
+
+
+def _validate(run: Run) -> list[float]:
+    """The task's validation Dice per class of the plain network, in eval mode and without
+    gradients; the network is back in training mode after."""
+    run.net.eval()
+    try:
+        with torch.no_grad():
+            return [float(d) for d in run.task.validate(run.net, run.ctx.device)]
+    finally:
+        run.net.train()
 
 
 def _publish(

@@ -46,11 +46,12 @@ STAGE_SPLITS: dict[str, tuple[str, ...] | None] = {
     "stats": None,
     "meshes": None,
     "dicom_seg": None,
+    "rtstruct": None,
 }
 
 
 #: Stages that work only on the subjects with DICOM inputs.
-DICOM_STAGES = ("convert", "dicom_seg")
+DICOM_STAGES = ("convert", "dicom_seg", "rtstruct")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class WorkflowCohort:
         table = {k: [s for s in m if by_id[s].split in splits] for k, m in self.shards.items()}
         if stage in DICOM_STAGES:
             table = {k: [s for s in m if s in self.dicom] for k, m in table.items()}
-        if stage == "dicom_seg":  # a PNG or TIFF picture has no series for a SEG to reference
+        if stage in ("dicom_seg", "rtstruct"):  # a PNG or TIFF picture has no series to reference
             table = {
                 k: [s for s in m if not is_picture(self.source(s).image)] for k, m in table.items()
             }

@@ -64,8 +64,28 @@ def dicom_seg_path(subject: str) -> str:
 
 
 def dicom_seg_manifest_path(shard: str) -> str:
-    """The table a DICOM SEG shard writes last: subject, dicom_seg, SHA-256."""
+    """The table a DICOM SEG shard writes last: subject, dicom_seg, source, SHA-256."""
     return f"results/dicom_seg/{shard}.tsv"
+
+
+def dicom_seg_source_folder(subject: str) -> str:
+    """The de-identified copy of the series a pseudonymised SEG references."""
+    return f"results/dicom_seg/{subject}/source"
+
+
+def rtstruct_path(subject: str) -> str:
+    """A subject's segmentation as an RT Structure Set (``outputs.rtstruct``)."""
+    return f"results/rtstruct/{subject}.dcm"
+
+
+def rtstruct_manifest_path(shard: str) -> str:
+    """The table an RTSTRUCT shard writes last: subject, rtstruct, source, SHA-256."""
+    return f"results/rtstruct/{shard}.tsv"
+
+
+def rtstruct_source_folder(subject: str) -> str:
+    """The de-identified copy of the series a pseudonymised RTSTRUCT references."""
+    return f"results/rtstruct/{subject}/source"
 
 
 def segmentation_path(subject: str) -> str:
@@ -191,6 +211,7 @@ STAGE_OUTPUT = {
     "stats": stats_shard_path,
     "meshes": meshes_manifest_path,
     "dicom_seg": dicom_seg_manifest_path,
+    "rtstruct": rtstruct_manifest_path,
 }
 
 

@@ -21,7 +21,14 @@ DEMO_DIR = "resources/wsi_demo"
 STAGE_SPLITS = {"tissue": None, "patches": ("train",), "infer": None}
 
 
-MODEL = f"{WSI_DIR}/model/model.pt"
+#: The slide model in use: the trainer's ``best.pt`` (its ``last.pt``, training log and
+#: learning curve beside it).
+MODEL = f"{WSI_DIR}/model/best.pt"
+
+
+#: Where the slide trainer keeps ``last.pt`` while training: a directory Snakemake leaves
+#: alone when it reruns ``wsi_train``, so that a killed job resumes.
+TRAIN_CHECKPOINT_DIR = f"{WSI_DIR}/.train_checkpoint"
 
 
 STATS = f"{WSI_DIR}/stats.tsv"
@@ -34,15 +41,17 @@ REPORT = f"{WSI_DIR}/report.html"
 
 
 def demo_slides(demo: Mapping) -> list[Subject]:
-    """The demo slides ``wsi-001``…: ``demo.slides`` train slides and ``demo.test_slides``
-    test slides; odd-numbered slides are labelled by a level-0 mask TIFF, even ones by QuPath
-    GeoJSON annotations, so both label kinds run."""
+    """The demo slides ``wsi-001``…: ``demo.slides`` train slides, ``demo.val_slides``
+    validation slides (of the training) and ``demo.test_slides`` test slides, in this order;
+    odd-numbered slides are labelled by a level-0 mask TIFF, even ones by QuPath GeoJSON
+    annotations, so both label kinds run."""
+    splits = ["train"] * int(demo["slides"]) + ["val"] * int(demo["val_slides"])
+    splits += ["test"] * int(demo["test_slides"])
     subjects = []
-    n_train = int(demo["slides"])
-    for k in range(1, n_train + int(demo["test_slides"]) + 1):
+    for k, split in enumerate(splits, start=1):
         sid = f"wsi-{k:03d}"
         label = f"{DEMO_DIR}/{sid}.mask.tif" if k % 2 else f"{DEMO_DIR}/{sid}.geojson"
-        subjects.append(Subject(sid, demo_image(sid), label, "train" if k <= n_train else "test"))
+        subjects.append(Subject(sid, demo_image(sid), label, split))
     return subjects
 
 
