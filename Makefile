@@ -37,5 +37,7 @@ test: install $(VENV)/.horovod
 lint: install
 	ruff check . && ruff format --check . && snakefmt --check . && snakemake --lint && lint-imports
 
+# Everything a run makes. Not corrections/ (corrections.dir): the reviewers' work, which MONAI
+# Label's submissions reach through the review datastore's labels/final/ link.
 clean:
 	rm -rf results logs resources .snakemake

@@ -20,6 +20,11 @@ config.update(apply_preset(config, load_yaml(f"{workflow.basedir}/config.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# Every rule runs in this Apptainer image with --software-deployment-method apptainer (a .sif
+# path or an oras:// / docker:// URI; null: none), or in its conda environment.
+container: config["container"]
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/convert.smk"
@@ -37,6 +42,7 @@ include: "workflow/rules/meshes.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/review.smk"
 include: "workflow/rules/wsi.smk"
+include: "workflow/rules/reruns.smk"
 
 
 # Small gathering steps run where snakemake runs (on a cluster: the submit host) instead of as
@@ -52,23 +58,12 @@ localrules:
     stats_summary,
     supernode_inputs,
     run_config,
+    rerun_marker,
 
 
 rule all:
+    """The whole pipeline on the cohort: segmentations, metrics, statistics, the report, the
+    review package and the model versions (get_final_output in common.smk)."""
     default_target: True
     input:
-        "results/metrics.tsv",
-        "results/summary.json",
-        "results/model/learning_curve.png",
-        "results/stats.tsv",
-        "results/stats_summary.json",
-        "results/qc/montages",
-        "results/report/run.html",
-        paths.REVIEW_TABLE,
-        versions.VERSIONS_TABLE,
-        MESHES,
-        MAPPING_TARGETS,
-        DICOM_SEGS,
-        RTSTRUCTS,
-        # every inference shard's manifest (it stands for the shard's segmentations)
-        stage_outputs("infer"),
+        get_final_output(),

@@ -1,5 +1,6 @@
 """Calibration of the model's probabilities on the validation split: reliability diagram and
-expected calibration error (results/calibration.json, results/report/calibration.png)."""
+expected calibration error (results/calibration.json, with the model's SHA-256;
+results/report/calibration.png)."""
 
 import argparse
 import os
@@ -13,6 +14,7 @@ from cohortseg.networks.device import pick_device
 from cohortseg.trust.calibration import calibration_bins, calibration_summary, plot_reliability
 from cohortseg.workflow.cli import json_arg, run
 from cohortseg.workflow.cohort import training_inputs, workflow_cohort
+from cohortseg.workflow.registry import model_sha256
 
 
 def main() -> None:
@@ -29,7 +31,11 @@ def main() -> None:
     net, plan = load_model(args.checkpoint, device)
     _, val = training_inputs(workflow_cohort(args.cohort))
     bins = calibration_bins(net, plan, val, args.inference, device)
-    summary = {**calibration_summary(bins, len(val)), "tta": args.inference["tta"]}
+    summary = {
+        **calibration_summary(bins, len(val)),
+        "tta": args.inference["tta"],
+        "model_sha256": model_sha256(args.checkpoint),
+    }
     write_json(args.summary, summary)
     title = f"Validation split, every voxel of the body crop (TTA: {args.inference['tta']})"
     plot_reliability(summary, title, args.figure)

@@ -1,5 +1,5 @@
 """Explanations for the QC-montage subjects: a Grad-CAM map of one class drawn over the same
-slices as each subject's montage."""
+slices as each subject's montage, and model.json naming the model that made them."""
 
 import argparse
 import os
@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 
 from cohortseg.core.errors import CohortsegError
-from cohortseg.core.io import read_json, read_tsv
+from cohortseg.core.io import read_json, read_tsv, write_json
 from cohortseg.inference.shard import cpu_compute_threads
 from cohortseg.networks.build import load_model
 from cohortseg.networks.device import pick_device
 from cohortseg.trust.explanations import explained_layer, write_explanations
 from cohortseg.workflow.cli import json_arg, run
 from cohortseg.workflow.cohort import workflow_cohort
+from cohortseg.workflow.registry import model_identity
 
 
 def main() -> None:
@@ -43,6 +44,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     layer = explained_layer(net, args.report["explain_layer"])
     write_explanations(net, plan, selection, segmentations, images, class_name, layer, out, device)
+    write_json(out / "model.json", {**model_identity(args.checkpoint), "class": class_name})
 
 
 if __name__ == "__main__":

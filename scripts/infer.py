@@ -1,5 +1,5 @@
 """Segment one shard of subjects with one model load, then write the shard's uncertainty table
-and, last, its manifest."""
+and, last, its manifest (naming the model's SHA-256)."""
 
 import argparse
 import os
@@ -17,6 +17,7 @@ from cohortseg.inference.shard import (
 from cohortseg.networks.device import pick_device
 from cohortseg.workflow.cli import add_shard_arguments, json_arg, run, shard_subjects
 from cohortseg.workflow.paths import segmentation_path, uncertainty_map_path
+from cohortseg.workflow.registry import model_sha256
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     ]
     check_shard(segment_shard(args.checkpoint, items, args.inference))
     write_uncertainty_table(args.uncertainty, items, args.classes)
-    write_shard_manifest(args.manifest, items)
+    write_shard_manifest(args.manifest, items, model_sha256=model_sha256(args.checkpoint))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 per subject, then write the shard's manifest."""
 
 import argparse
+import os
 import zlib
 
 import numpy as np
@@ -12,6 +13,7 @@ from cohortseg.core.geometry import spacing_of
 from cohortseg.core.io import load_nifti, read_json, read_tsv, write_manifest
 from cohortseg.preprocessing.patches import write_store
 from cohortseg.workflow.cli import json_arg, run
+from cohortseg.workflow.markers import BYTES_COLUMN
 from cohortseg.workflow.paths import patch_store_path, site_of_product
 
 
@@ -50,12 +52,13 @@ def main() -> None:
             # a per-subject seed that does not depend on the subject's position in the cohort
             seed=int(cfg["seed"]) * 2**32 + zlib.crc32(s.subject.encode()),
         )
-        return {"subject": s.subject, "store": store}
+        return {"subject": s.subject, "store": store, BYTES_COLUMN: os.path.getsize(store)}
 
     stored = for_each_subject(subjects, extract)
     # with each store's SHA-256: a store whose content changed changes the manifest, which is
-    # what tells Snakemake (it compares the checksums of small inputs) to train again
-    write_manifest(args.manifest, stored, ["subject", "store"], "store")
+    # what tells Snakemake (it compares the checksums of small inputs) to train again; with its
+    # size: a store of another size later (cut short) is rebuilt (cohortseg.workflow.markers)
+    write_manifest(args.manifest, stored, ["subject", "store", BYTES_COLUMN], "store")
 
 
 if __name__ == "__main__":

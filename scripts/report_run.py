@@ -1,6 +1,6 @@
-"""The run at a glance for the report: progress, subjects to review, the calibration on the
-validation split, run time per rule (from the benchmark files), the preprocessing plan and the
-configuration."""
+"""The run at a glance for the report: progress, subjects to review, the model in use (version,
+SHA-256), the calibration on the validation split, run time per rule (from the benchmark files),
+the preprocessing plan and the configuration."""
 
 import argparse
 
@@ -8,6 +8,7 @@ from cohortseg.core.io import read_json, read_tsv, write_text, write_tsv
 from cohortseg.reporting.figures import plot_runtimes, read_benchmarks
 from cohortseg.reporting.pages import run_page
 from cohortseg.workflow.cli import run
+from cohortseg.workflow.registry import model_identity
 
 RUNTIME_COLUMNS = ["rule", "jobs", "total_s", "mean_s", "max_s", "cpu_s", "max_rss_mb"]
 
@@ -17,6 +18,7 @@ def main() -> None:
     parser.add_argument(
         "--config", required=True, help="results/report/config.json: the run's config as shown"
     )
+    parser.add_argument("--model", required=True, help="the checkpoint in use (the registry's)")
     parser.add_argument("--plan", required=True, help="results/plan/plan.json")
     parser.add_argument("--stats-summary", required=True, help="results/stats_summary.json")
     parser.add_argument("--calibration", required=True, help="results/calibration.json")
@@ -38,6 +40,7 @@ def main() -> None:
         runtimes,
         calibration=read_json(args.calibration),
         versions=read_tsv(args.versions),
+        model=model_identity(args.model),
     )
     write_text(args.page, page)
 

@@ -20,6 +20,9 @@ def main() -> None:
     parser.add_argument("--review", type=json_arg, required=True, help="review config (JSON)")
     parser.add_argument("--cohort", type=json_arg, required=True, help="cohort config (JSON)")
     parser.add_argument("--table", required=True, help="review.tsv; the package goes beside it")
+    parser.add_argument(
+        "--corrections-dir", help="corrections.dir: where MONAI Label's submissions go (a link)"
+    )
     args = parser.parse_args()
     selection = select_review_subjects(
         read_tsv(args.stats),
@@ -30,7 +33,14 @@ def main() -> None:
     )
     images = {s.subject: s.image for s in workflow_cohort(args.cohort).subjects}
     segmentations = {r["subject"]: segmentation_path(r["subject"]) for r in selection}
-    write_review_package(selection, images, segmentations, args.classes, Path(args.table).parent)
+    write_review_package(
+        selection,
+        images,
+        segmentations,
+        args.classes,
+        Path(args.table).parent,
+        corrections_dir=args.corrections_dir,
+    )
 
 
 if __name__ == "__main__":

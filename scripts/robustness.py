@@ -1,6 +1,7 @@
 """Robustness of the current model: a few labelled test subjects perturbed at graded strengths
 (noise, bias field, intensity scaling, gamma, resolution loss, rotation), segmented, and their
-Dice and uncertainty per perturbation and strength (table and plot for the report)."""
+Dice and uncertainty per perturbation and strength (table, with the model's SHA-256, and plot
+for the report)."""
 
 import argparse
 import os
@@ -20,6 +21,7 @@ from cohortseg.trust.robustness import (
 )
 from cohortseg.workflow.cli import json_arg, run
 from cohortseg.workflow.cohort import excluded_subjects, robustness_subjects, workflow_cohort
+from cohortseg.workflow.registry import model_sha256
 
 
 def main() -> None:
@@ -44,9 +46,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cohortseg-robustness-") as tmp:
         copies = perturbed_copies(chosen, ROBUSTNESS, args.strengths, tmp)
         rows, _ = segment_and_score(args.checkpoint, copies, args.inference, args.classes, tmp)
-    table = dice_by_strength(rows, args.classes)
+    digest = model_sha256(args.checkpoint)
+    table = [{**r, "model_sha256": digest} for r in dice_by_strength(rows, args.classes)]
     columns = ["perturbation", "strength", "subjects", "mean_dice"]
-    columns += [f"dice_{c}" for c in args.classes] + ["mean_uncertainty"]
+    columns += [f"dice_{c}" for c in args.classes] + ["mean_uncertainty", "model_sha256"]
     write_tsv(args.table, table, columns)
     title = f"{len(chosen)} test subject(s), TTA {args.inference['tta']}"
     plot_robustness(table, title, args.figure)

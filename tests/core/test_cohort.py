@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from cohortseg.core.cohort import Subject, demo_subjects, read_sample_sheet, shards
+from cohortseg.core.cohort import (
+    Subject,
+    demo_subjects,
+    read_sample_sheet,
+    shards,
+    sheet_row,
+    sheet_row_kinds,
+)
 from cohortseg.core.errors import CohortsegError
 
 HEADER = ("subject", "image", "label", "split")
@@ -45,6 +52,58 @@ def test_sample_sheet_paths_are_relative_to_the_sheet(tmp_path, monkeypatch):
         ),
         Subject("sub-02", "/data/abs/sub-02.nii.gz", None, "infer"),
     ]
+
+
+@pytest.mark.parametrize(
+    "sheet_dir, image",
+    [
+        ("sheets", "images/./a.nii.gz"),
+        ("sheets", "images//a.nii.gz"),
+        ("sheets", "./a.nii.gz"),
+        (".", "images/a.nii.gz"),
+        (".", "../a.nii.gz"),
+        ("sheets", "/abs/../data/a.nii.gz"),
+        ("sheets", "images/a.nii.gz"),
+    ],
+)
+def test_sheet_paths_are_normalised_as_os_path_normpath_does(
+    tmp_path, monkeypatch, sheet_dir, image
+):
+    monkeypatch.chdir(tmp_path)
+    sheet = write_sheet(Path(sheet_dir) / "cohort.tsv", [("sub-01", image, "", "infer")])
+    (subject,) = read_sample_sheet(sheet)
+    assert subject.image == os.path.normpath(os.path.join(sheet_dir, image))
+
+
+def test_one_row_of_each_kind_is_checked_against_the_sheet_schema(tmp_path):
+    """The rows read_sample_sheet accepts are valid for workflow/schemas/samples.schema.yaml,
+    and what it refuses the schema refuses too; one row per kind is what the workflow checks."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(
+        (Path(__file__).parents[2] / "workflow/schemas/samples.schema.yaml").read_text()
+    )
+    header = (*HEADER, "site", "spacing_mm")
+    rows = [(f"s{k}", f"s{k}.nii.gz", f"l{k}.nii.gz", "train", "a", "") for k in range(50)]
+    rows += [(f"t{k}", f"t{k}.png", "", "infer", "b", "0.5") for k in range(50)]
+    subjects = read_sample_sheet(write_sheet(tmp_path / "s.tsv", rows, header))
+    kinds = sheet_row_kinds(subjects)
+    assert [k["subject"] for k in kinds] == ["s0", "t0"]
+    assert kinds[1]["spacing_mm"] == "0.5,0.5" and kinds[1]["site"] == "b"
+    for row in map(sheet_row, subjects):
+        jsonschema.validate(row, schema)
+    refused = [
+        {"subject": "a/b", "image": "x", "label": "", "split": "infer"},
+        {"subject": ".a", "image": "x", "label": "", "split": "infer"},
+        {"subject": "a", "image": "", "label": "", "split": "infer"},
+        {"subject": "a", "image": "x", "label": "", "split": "training"},
+        {"subject": "a", "image": "x", "label": "", "split": "train"},  # train needs a label
+        {"subject": "a", "image": "x", "label": "", "split": "infer", "site": "-x"},
+    ]
+    for row in refused:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(row, schema)
 
 
 @pytest.mark.parametrize("split", ["test", "infer"])

@@ -61,6 +61,7 @@ def test_a_deleted_segmentation_reruns_only_its_shard(finished):
     shard = 5 // SHARD_SIZE
     assert f"results/inference/{shard:05d}.tsv" in out  # that shard's job, no other
     assert counts == {
+        "rerun_marker": 1,  # the marker that makes the finished shard run again (reruns.smk)
         "infer": 1,
         "evaluate": 1,
         "summarise": 1,

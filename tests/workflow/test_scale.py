@@ -4,6 +4,7 @@ training subjects' paths together exceed Linux's 128 KiB limit on one argument r
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from cohortseg.core.io import read_tsv, save_nifti
 from cohortseg.inputs.demo import demo_phantom
-from tests.workflow.conftest import snakemake
+from tests.workflow.conftest import job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +103,10 @@ def test_a_cohort_whose_training_paths_exceed_128_kib_runs(tmp_path):
     # a sample sheet's default network: the plan's (training.preset auto → cohort)
     plan = json.loads((work / "results" / "plan" / "plan.json").read_text())
     assert plan["network"]["strides"][0] == [1, 1, 1]
+    # a real cohort's own files are not inputs of the DAG but a digest of them is a param of
+    # their shard's jobs: a replaced (here: touched) test image reruns its inference shard only
+    os.utime(next(r["image"] for r in read_tsv(sheet) if r["subject"] == "s00025"))
+    args = ("results/metrics.tsv", "-n", "--config", f"samples={sheet}", *FAST)
+    counts = job_counts(snakemake(work, *args).stdout)
+    assert counts["infer"] == 1 and counts["evaluate"] == 1
+    assert "train" not in counts and "preprocess" not in counts and "validate" not in counts

@@ -37,7 +37,13 @@ from cohortseg.workflow.config import (
     plan_input,
     training_config,
 )
-from cohortseg.workflow.markers import made_by_rules, missing_files_marker, tracked
+from cohortseg.workflow.markers import (
+    files_digest,
+    made_by_rules,
+    rerun_marker,
+    tracked,
+    write_marker,
+)
 from cohortseg.workflow.paths import (
     PLAN,
     REVIEW_DATASTORE,
@@ -186,6 +192,34 @@ def test_corrections_from_review_are_labelled_subjects_of_every_job(tmp_path, mo
     assert tracked(["results/corrections/demo-009.nii.gz"], demo=False) == [
         "results/corrections/demo-009.nii.gz"
     ]
+
+
+def test_corrections_left_under_results_are_read_then_moved_out_by_the_review_job(
+    tmp_path, monkeypatch
+):
+    """An earlier version's datastore kept MONAI Label's submissions in a folder under results/
+    (which `make clean` deletes): they are still read, named as left behind, and the review
+    job moves them to corrections.dir and links labels/final/ there."""
+    from cohortseg.annotation.review import link_final_labels
+    from cohortseg.workflow.cohort import legacy_corrections
+    from cohortseg.workflow.paths import REVIEW_FINAL_LABELS
+
+    monkeypatch.chdir(tmp_path)
+    final = tmp_path / REVIEW_FINAL_LABELS
+    final.mkdir(parents=True)
+    (final / "demo-009.nii.gz").write_bytes(b"corrected")
+    assert legacy_corrections("corrections") == [f"{REVIEW_FINAL_LABELS}/demo-009.nii.gz"]
+    cohort = workflow_cohort(cohort_config(demo_config()))
+    assert cohort.corrections == {"demo-009": f"{REVIEW_FINAL_LABELS}/demo-009.nii.gz"}
+    link_final_labels(final, "corrections")  # what the review job does
+    assert final.is_symlink() and (tmp_path / "corrections" / "demo-009.nii.gz").exists()
+    assert legacy_corrections("corrections") == []
+    # read once, from corrections.dir (labels/final/ leads to the same folder)
+    cohort = workflow_cohort(cohort_config(demo_config()))
+    assert cohort.corrections == {"demo-009": "corrections/demo-009.nii.gz"}
+    (final / "demo-004.nii.gz").write_bytes(b"x")  # MONAI Label submits into the link
+    assert (tmp_path / "corrections" / "demo-004.nii.gz").read_bytes() == b"x"
+    assert link_final_labels(final, "corrections") == final  # again: nothing to do
 
 
 def test_the_cohort_config_a_job_gets_is_small_and_rebuilds_the_same_shards():
@@ -474,21 +508,53 @@ def test_real_cohort_inputs_are_tracked_only_where_they_exist(tmp_path):
     assert made_by_rules(paths, demo=False) == []
 
 
-def test_a_finished_shard_with_a_missing_file_gets_a_newer_marker(tmp_path):
-    manifest, marker = tmp_path / "00000.tsv", tmp_path / ".incomplete" / "00000"
+def test_a_finished_shard_with_a_missing_file_names_a_new_marker_and_writes_nothing(tmp_path):
+    manifest = tmp_path / "00000.tsv"
     kept, lost = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
     kept.write_bytes(b"x")
-    assert missing_files_marker(manifest, marker, ["segmentation"]) == []  # not run yet
+    assert rerun_marker(manifest, "00000", ["segmentation"]) == ([], "")  # not run yet
     # the manifest lists what the job wrote (a subject it left out is not missing)
     manifest.write_text(f"subject\tsegmentation\na\t{kept}\nb\t{lost}\n")
-    os.utime(manifest, (time.time() - 10, time.time() - 10))
-    assert missing_files_marker(manifest, marker, ["segmentation"]) == [str(marker)]
-    assert marker.read_text() == f"{lost}\n"
-    assert marker.stat().st_mtime > manifest.stat().st_mtime
-    lost.write_bytes(b"x")  # once rerun, the marker stays an input but is not rewritten
-    before = marker.stat().st_mtime_ns
-    assert missing_files_marker(manifest, marker, ["segmentation"]) == [str(marker)]
-    assert marker.stat().st_mtime_ns == before
+    before = sorted(tmp_path.rglob("*"))
+    found, reason = rerun_marker(manifest, "00000", ["segmentation"])
+    assert reason == f"{lost}: missing\n"
+    marker = found[0]
+    assert marker.startswith(f"{tmp_path}/.incomplete/00000.") and not os.path.exists(marker)
+    assert rerun_marker(manifest, "00000", ["segmentation"]) == (found, reason)  # stable
+    assert sorted(tmp_path.rglob("*")) == before  # planning wrote nothing
+    write_marker(marker, reason, tmp_path / "marker.log")  # the rerun_marker job
+    lost.write_bytes(b"x")  # the shard ran again: the marker stays its input, nothing reruns
+    os.utime(manifest, (time.time() + 5, time.time() + 5))
+    assert rerun_marker(manifest, "00000", ["segmentation"]) == (found, "")
+    lost.unlink()  # the same file lost again after the repair: a new incident, a new marker
+    again, _ = rerun_marker(manifest, "00000", ["segmentation"])
+    assert again != found and not os.path.exists(again[0])
+
+
+def test_a_store_of_another_size_than_its_manifest_records_is_damaged(tmp_path):
+    store, manifest = tmp_path / "s.h5", tmp_path / "00000.tsv"
+    store.write_bytes(b"x" * 100)
+    manifest.write_text(f"subject\tstore\tbytes\tsha256\ns\t{store}\t100\tabc\n")
+    assert rerun_marker(manifest, "00000", ["store"]) == ([], "")
+    store.write_bytes(b"x" * 50)  # cut short
+    found, reason = rerun_marker(manifest, "00000", ["store"])
+    assert found and reason == f"{store}: damaged (50 bytes, written as 100)\n"
+
+
+def test_a_real_cohorts_own_files_are_stood_for_by_a_digest_that_changes_with_them(tmp_path):
+    image = tmp_path / "a.nii.gz"
+    image.write_bytes(b"x")
+    paths = [str(image), str(tmp_path / "missing.nii.gz"), None]
+    digest = files_digest(paths, demo=False)
+    assert digest and digest == files_digest(paths, demo=False)
+    image.write_bytes(b"xy")  # replaced
+    assert files_digest(paths, demo=False) != digest
+    # files a rule makes are inputs instead: the demo's, checked corrections
+    assert files_digest(paths, demo=True) == ""
+    assert files_digest(["results/corrections/a.nii.gz"], demo=False) == ""
+    assert made_by_rules(["results/corrections/a.nii.gz", str(image)], demo=False) == [
+        "results/corrections/a.nii.gz"
+    ]
 
 
 def test_training_inputs_come_from_the_shard_manifests(tmp_path, monkeypatch):

@@ -6,6 +6,8 @@
 
 
 rule convert:
+    """A shard's DICOM (and PNG/TIFF) inputs converted to NIfTI under results/converted/, and
+    the shard's conversion manifest (subject, files, SHA-256, problem)."""
     input:
         sources=dicom_sources,
         incomplete=incomplete_marker("convert", "image", "label"),
@@ -17,19 +19,20 @@ rule convert:
         "logs/benchmarks/convert/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("convert"),
     params:
-        script=script("convert.py"),
         members=members("convert"),
+        sources=dicom_digest,
         cohort=COHORT_JSON,
         dicom=as_json(config["dicom"]),
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --dicom {params.dicom} --classes {params.classes} --manifest {output} > {log} 2>&1"
+        command(
+            "convert.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
+            " --classes {params.classes} --manifest {output}",
+        )
 
 
 DICOM_SEGS = stage_outputs("dicom_seg") if config["outputs"]["dicom_seg"] else []
@@ -46,13 +49,14 @@ except CohortsegError as exc:
     raise WorkflowError(f"cohortseg: {exc}") from None
 
 
-# Each segmentation of a DICOM subject also as a DICOM Segmentation object that references its
-# source series (outputs.dicom_seg), in the inference shards.
 rule dicom_seg:
+    """Each segmentation of a DICOM subject of an inference shard also as a DICOM Segmentation
+    object referencing its source series (outputs.dicom_seg), named after the model in use
+    (AlgorithmVersion), and the shard's DICOM SEG manifest."""
     input:
         segmented=inference_manifest("{shard}"),
         converted=paths.convert_manifest_path("{shard}"),
-        model="results/model/best.pt",
+        model=INFERENCE_MODEL,
         sources=dicom_sources,
         incomplete=incomplete_marker("dicom_seg", "dicom_seg", "source"),
     output:
@@ -63,29 +67,30 @@ rule dicom_seg:
         "logs/benchmarks/dicom_seg/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("dicom_seg"),
     params:
-        script=script("dicom_seg.py"),
         members=members("dicom_seg"),
         cohort=COHORT_JSON,
         dicom=as_json(config["dicom"]),
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --dicom {params.dicom} --classes {params.classes} --segmented {input.segmented}"
-        " --model {input.model} --manifest {output} > {log} 2>&1"
+        command(
+            "dicom_seg.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
+            " --classes {params.classes} --segmented {input.segmented} --model {input.model}"
+            " --manifest {output}",
+        )
 
 
-# Each segmentation of a DICOM subject also as an RT Structure Set (one ROI per class, contours
-# per slice) that references its source series (outputs.rtstruct), in the inference shards.
 rule rtstruct:
+    """Each segmentation of a DICOM subject of an inference shard also as an RT Structure Set
+    (one ROI per class, contours per slice) referencing its source series (outputs.rtstruct),
+    made with the model in use, and the shard's RTSTRUCT manifest."""
     input:
         segmented=inference_manifest("{shard}"),
         converted=paths.convert_manifest_path("{shard}"),
-        model="results/model/best.pt",
+        model=INFERENCE_MODEL,
         sources=dicom_sources,
         incomplete=incomplete_marker("rtstruct", "rtstruct", "source"),
     output:
@@ -96,17 +101,17 @@ rule rtstruct:
         "logs/benchmarks/rtstruct/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("rtstruct"),
     params:
-        script=script("rtstruct.py"),
         members=members("rtstruct"),
         cohort=COHORT_JSON,
         dicom=as_json(config["dicom"]),
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --dicom {params.dicom} --classes {params.classes} --segmented {input.segmented}"
-        " --model {input.model} --manifest {output} > {log} 2>&1"
+        command(
+            "rtstruct.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --dicom {params.dicom}"
+            " --classes {params.classes} --segmented {input.segmented} --model {input.model}"
+            " --manifest {output}",
+        )

@@ -1,14 +1,18 @@
-# Corrected labels from review (corrections.dir, and MONAI Label's labels/final/ in the review
-# datastore), one job per corrected subject: checked against the image (grid, classes; Slicer
-# segments mapped to classes by name) and written as the subject's NIfTI label map. The cohort
-# already names that file as the subject's label, so validation, the plan, preprocessing,
-# patches, training and evaluation take it like any other label.
+# Corrected labels from review (corrections.dir, where the review datastore's labels/final/ also
+# leads: MONAI Label's submitted labels), one job per corrected subject: checked against the
+# image (grid, classes; Slicer segments mapped to classes by name) and written as the subject's
+# NIfTI label map. The cohort already names that file as the subject's label, so validation, the
+# plan, preprocessing, patches, training and evaluation take it like any other label. The
+# reviewers' files themselves stay where they are, outside results/: `make clean` and reruns
+# never touch them.
 
 
 rule correct_label:
+    """A reviewer's correction of one subject, checked against its image and written as the
+    subject's NIfTI label map (results/corrections/)."""
     input:
-        correction=lambda w: CORRECTIONS[w.subject],
-        image=lambda w: tracked([BY_ID[w.subject].image]),
+        correction=correction_of,
+        image=tracked_image_of,
     output:
         corrected_label_path("{subject}"),
     log:
@@ -17,16 +21,16 @@ rule correct_label:
         "logs/benchmarks/correct_label/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("correct_label"),
     params:
-        script=script("correct_label.py"),
         classes=config["classes"],
         tolerance=config["validation"]["affine_tolerance_mm"],
-        image=lambda w: BY_ID[w.subject].image,
+        image=image_of,
     shell:
-        "python {params.script} --subject {wildcards.subject} --correction {input.correction}"
-        " --image {params.image} --classes {params.classes}"
-        " --affine-tolerance-mm {params.tolerance} --output {output} > {log} 2>&1"
+        command(
+            "correct_label.py",
+            "--subject {wildcards.subject} --correction {input.correction}"
+            " --image {params.image} --classes {params.classes}"
+            " --affine-tolerance-mm {params.tolerance} --output {output}",
+        )

@@ -3,6 +3,7 @@
 
 
 rule demo_subject:
+    """One synthetic demo subject: an image (NIfTI, or a DICOM series folder) and its label."""
     output:
         image=(
             directory("resources/demo/dicom/{subject}")
@@ -16,13 +17,13 @@ rule demo_subject:
         "logs/benchmarks/demo_subject/{subject}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("demo_subject"),
     params:
-        script=script("make_demo.py"),
         demo=as_json(config["demo"]),
     shell:
-        "python {params.script} --subject {wildcards.subject} --image {output.image}"
-        " --label {output.label} --demo {params.demo} > {log} 2>&1"
+        command(
+            "make_demo.py",
+            "--subject {wildcards.subject} --image {output.image} --label {output.label}"
+            " --demo {params.demo}",
+        )

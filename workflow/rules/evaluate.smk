@@ -2,6 +2,7 @@
 
 
 rule evaluate:
+    """A shard's segmentations scored against their labels: Dice, HD95 and class volumes."""
     input:
         # The shard's manifest stands for its segmentations (it is written after all of them),
         # so that each segmentation is named by two rules only (its shard and `all`): planning
@@ -16,22 +17,24 @@ rule evaluate:
         "logs/benchmarks/evaluate/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("evaluate"),
     params:
-        script=script("evaluate.py"),
+        sources=member_digest("infer", "label"),
         cohort=COHORT_JSON,
         classes=config["classes"],
         tolerance=config["validation"]["affine_tolerance_mm"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --segmented {input.segmented} --classes {params.classes}"
-        " --affine-tolerance-mm {params.tolerance} --output {output} > {log} 2>&1"
+        command(
+            "evaluate.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --segmented {input.segmented}"
+            " --classes {params.classes} --affine-tolerance-mm {params.tolerance}"
+            " --output {output}",
+        )
 
 
 rule summarise:
+    """Every shard's metrics in one table (results/metrics.tsv) and their summary per split."""
     input:
         shards=stage_outputs("evaluate"),
         invalid=INVALID_TABLE,
@@ -44,15 +47,14 @@ rule summarise:
         "logs/benchmarks/summarise.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("summarise"),
     params:
-        script=script("summarise.py"),
         cohort=COHORT_JSON,
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
-        " --classes {params.classes} --metrics {output.metrics} --summary {output.summary}"
-        " > {log} 2>&1"
+        command(
+            "summarise.py",
+            "--cohort {params.cohort} --invalid {input.invalid} --classes {params.classes}"
+            " --metrics {output.metrics} --summary {output.summary}",
+        )

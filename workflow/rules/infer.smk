@@ -1,17 +1,19 @@
 # Inference in shards: one job per shard loads the model once, writes each subject's
 # segmentation (and, with inference.uncertainty_maps, its uncertainty map), the shard's
-# uncertainty table and, last, the shard's manifest (subject, segmentation, SHA-256). All
-# shards are jobs of this one rule, so the SLURM executor submits them as one job array. A
-# segmentation (or uncertainty map) deleted from a finished shard makes that shard run again
-# (incomplete markers). The model is the one this run trains, or the kept version that
-# model_version names.
+# uncertainty table and, last, the shard's manifest (subject, segmentation, SHA-256, and the
+# model's SHA-256). All shards are jobs of this one rule, so the SLURM executor submits them as
+# one job array. A segmentation (or uncertainty map) deleted from a finished shard makes that
+# shard run again (rerun markers). The model is the registry's: the one this run trains, or
+# the kept version that model_version names (INFERENCE_MODEL).
 
 
 rule infer:
+    """A shard's subjects segmented with the model in use (sliding window, optional TTA), their
+    uncertainty scores, and the shard's manifest naming the model's SHA-256."""
     input:
         model=INFERENCE_MODEL,
         images=member_files("infer", "image"),
-        validated=lambda w: COHORT.stage_output("validate", w.shard),
+        validated=validation_shard,
         incomplete=incomplete_marker("infer", "segmentation"),
         incomplete_maps=incomplete_marker(
             "infer", "uncertainty_map", table=paths.uncertainty_shard_path
@@ -25,19 +27,19 @@ rule infer:
         "logs/benchmarks/infer/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("infer")
     resources:
         **cluster_resources("infer"),
     params:
-        script=script("infer.py"),
         members=members("infer"),
+        sources=member_digest("infer", "image"),
         cohort=COHORT_JSON,
         inference=as_json(config["inference"]),
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --checkpoint {input.model} --inference {params.inference}"
-        " --classes {params.classes} --uncertainty {output.uncertainty}"
-        " --manifest {output.manifest} > {log} 2>&1"
+        command(
+            "infer.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --checkpoint {input.model}"
+            " --inference {params.inference} --classes {params.classes}"
+            " --uncertainty {output.uncertainty} --manifest {output.manifest}",
+        )

@@ -6,8 +6,10 @@ MESHES = stage_outputs("meshes") if config["meshes"]["enabled"] else []
 
 # Surface meshes, one job per inference shard, all jobs of one rule (as for inference): the
 # declared output is the shard's mesh manifest; a mesh deleted from a finished shard makes that
-# shard run again (incomplete marker).
+# shard run again (rerun marker).
 rule meshes:
+    """Surface meshes of a shard's segmentations, one per subject and class (LPS mm), and the
+    shard's mesh manifest."""
     input:
         segmented=inference_manifest("{shard}"),  # stands for the shard's segmentations
         incomplete=incomplete_marker("meshes", "mesh"),
@@ -19,16 +21,16 @@ rule meshes:
         "logs/benchmarks/meshes/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("meshes"),
     params:
-        script=script("meshes.py"),
         classes=config["classes"],
         format=config["meshes"]["format"],
         smoothing=config["meshes"]["smoothing_iterations"],
     shell:
-        "python {params.script} --segmented {input.segmented} --classes {params.classes}"
-        " --format {params.format} --manifest {output}"
-        " --smoothing-iterations {params.smoothing} > {log} 2>&1"
+        command(
+            "meshes.py",
+            "--segmented {input.segmented} --classes {params.classes}"
+            " --format {params.format} --manifest {output}"
+            " --smoothing-iterations {params.smoothing}",
+        )

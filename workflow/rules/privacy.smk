@@ -8,6 +8,7 @@ MAPPING_TARGETS = (
 if MAPPING_TARGETS:
 
     rule pseudonym_mapping:
+        """The subject → pseudonym table (privacy.mapping_file; keep it away from results/)."""
         output:
             MAPPING_TARGETS[0],
         log:
@@ -16,12 +17,11 @@ if MAPPING_TARGETS:
             "logs/benchmarks/pseudonym_mapping.tsv"
         conda:
             "../../envs/cohortseg.yaml"
-        container:
-            CONTAINER
         resources:
             **cluster_resources("pseudonym_mapping"),
         params:
-            script=script("pseudonym_mapping.py"),
             cohort=COHORT_JSON,
         shell:
-            "python {params.script} --cohort {params.cohort} --output {output} > {log} 2>&1"
+            command(
+                "pseudonym_mapping.py", "--cohort {params.cohort} --output {output}"
+            )

@@ -1,6 +1,5 @@
 # What users look at: QC montages and the pages and figures that `snakemake --report
 # results/report.html` gathers (outputs marked report(), captions in workflow/report/).
-from cohortseg.core.io import read_json
 from cohortseg.workflow.config import write_shown_config
 
 
@@ -8,6 +7,8 @@ report: "../report/workflow.rst"
 
 
 rule qc_montages:
+    """QC montages of a few subjects (a random draw, the lowest Dice, the most unusual
+    volumes): image and segmentation over a few slices each."""
     input:
         stats="results/stats.tsv",
         metrics="results/metrics.tsv",
@@ -17,10 +18,7 @@ rule qc_montages:
             patterns=["{subject}.png"],
             caption="../report/qc_montage.rst",
             category="QC montages",
-            labels=lambda w: {
-                "subject": w.subject,
-                **read_json("results/qc/montages/selection.json")[w.subject],
-            },
+            labels=montage_labels,
         ),
     log:
         "logs/qc_montages.log",
@@ -28,26 +26,25 @@ rule qc_montages:
         "logs/benchmarks/qc_montages.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("qc_montages"),
     params:
-        script=script("qc_montages.py"),
         classes=config["classes"],
         report=as_json(config["report"]),
         cohort=COHORT_JSON,
     shell:
-        "python {params.script} --stats {input.stats} --metrics {input.metrics}"
-        " --classes {params.classes} --report {params.report} --cohort {params.cohort}"
-        " --out-dir {output}"
-        " > {log} 2>&1"
+        command(
+            "qc_montages.py",
+            "--stats {input.stats} --metrics {input.metrics} --classes {params.classes}"
+            " --report {params.report} --cohort {params.cohort} --out-dir {output}",
+        )
 
 
-# Grad-CAM of one class over the montage slices of the same subjects.
 rule explanations:
+    """Grad-CAM of one class over the montage slices of the same subjects, made with the model
+    in use (its SHA-256 in model.json beside them)."""
     input:
-        model="results/model/best.pt",
+        model=INFERENCE_MODEL,
         montages="results/qc/montages",
         stats="results/stats.tsv",
     output:
@@ -56,10 +53,7 @@ rule explanations:
             patterns=["{subject}.png"],
             caption="../report/explanation.rst",
             category="Explanations",
-            labels=lambda w: {
-                "subject": w.subject,
-                **read_json("results/qc/montages/selection.json")[w.subject],
-            },
+            labels=montage_labels,
         ),
     log:
         "logs/explanations.log",
@@ -67,23 +61,24 @@ rule explanations:
         "logs/benchmarks/explanations.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("infer")
     resources:
         **cluster_resources("infer"),
     params:
-        script=script("explanations.py"),
         report=as_json(config["report"]),
         cohort=COHORT_JSON,
         device=config["inference"]["device"],
     shell:
-        "python {params.script} --checkpoint {input.model} --montages {input.montages}"
-        " --stats {input.stats} --cohort {params.cohort} --report {params.report}"
-        " --device {params.device} --out-dir {output} > {log} 2>&1"
+        command(
+            "explanations.py",
+            "--checkpoint {input.model} --montages {input.montages} --stats {input.stats}"
+            " --cohort {params.cohort} --report {params.report} --device {params.device}"
+            " --out-dir {output}",
+        )
 
 
 rule report_tables:
+    """The report's metrics and statistics pages and the volume histograms."""
     input:
         metrics=report(
             "results/metrics.tsv",
@@ -115,30 +110,27 @@ rule report_tables:
         "logs/benchmarks/report_tables.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("report_tables"),
     params:
-        script=script("report_tables.py"),
         classes=config["classes"],
     shell:
-        "python {params.script} --metrics {input.metrics} --summary {input.summary}"
-        " --stats {input.stats} --stats-summary {input.stats_summary}"
-        " --classes {params.classes} --metrics-page {output.metrics_page}"
-        " --stats-page {output.stats_page} --histograms {output.histograms} > {log} 2>&1"
+        command(
+            "report_tables.py",
+            "--metrics {input.metrics} --summary {input.summary} --stats {input.stats}"
+            " --stats-summary {input.stats_summary} --classes {params.classes}"
+            " --metrics-page {output.metrics_page} --stats-page {output.stats_page}"
+            " --histograms {output.histograms}",
+        )
 
 
-# The probabilities' calibration on the validation split (preprocessed subjects, segmented as
-# inference does, test-time augmentation included).
 rule calibration:
+    """The calibration of the model in use on the validation split (preprocessed subjects,
+    segmented as inference does, test-time augmentation included): reliability diagram and
+    expected calibration error, with the model's SHA-256."""
     input:
-        model="results/model/best.pt",
-        val=[
-            COHORT.stage_output("preprocess", shard)
-            for shard, ids in STAGE_SHARDS["preprocess"].items()
-            if any(BY_ID[s].split == "val" for s in ids)
-        ],
+        model=INFERENCE_MODEL,
+        val=val_manifests(),
     output:
         summary="results/calibration.json",
         figure=report(
@@ -152,22 +144,22 @@ rule calibration:
         "logs/benchmarks/calibration.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("infer")
     resources:
         **cluster_resources("infer"),
     params:
-        script=script("calibration.py"),
         cohort=COHORT_JSON,
         inference=as_json(config["inference"]),
     shell:
-        "python {params.script} --cohort {params.cohort} --checkpoint {input.model}"
-        " --inference {params.inference} --summary {output.summary}"
-        " --figure {output.figure} > {log} 2>&1"
+        command(
+            "calibration.py",
+            "--cohort {params.cohort} --checkpoint {input.model}"
+            " --inference {params.inference} --summary {output.summary}"
+            " --figure {output.figure}",
+        )
 
 
-# Dice and uncertainty of the current model on a few test subjects perturbed at graded
+# Dice and uncertainty of the model in use on a few test subjects perturbed at graded
 # strengths (checked by validation; a verdict changed later does not rerun it).
 ROBUSTNESS_SUBJECTS = robustness_subjects(
     COHORT, config["report"]["robustness_subjects"]
@@ -175,10 +167,13 @@ ROBUSTNESS_SUBJECTS = robustness_subjects(
 
 
 rule robustness:
+    """Dice and uncertainty of the model in use on a few labelled test subjects perturbed at
+    graded strengths (noise, bias field, intensity, gamma, resolution, rotation), with the
+    model's SHA-256."""
     input:
-        model="results/model/best.pt",
-        images=[ancient(p) for p in tracked(s.image for s in ROBUSTNESS_SUBJECTS)],
-        labels=[ancient(p) for p in tracked(s.label for s in ROBUSTNESS_SUBJECTS)],
+        model=INFERENCE_MODEL,
+        images=[ancient(p) for p in made_by_rules(s.image for s in ROBUSTNESS_SUBJECTS)],
+        labels=[ancient(p) for p in made_by_rules(s.label for s in ROBUSTNESS_SUBJECTS)],
         validated=ancient(VALIDATION_OK),
         invalid=ancient(INVALID_TABLE),
     output:
@@ -194,24 +189,23 @@ rule robustness:
         "logs/benchmarks/robustness.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("infer")
     resources:
         **cluster_resources("infer"),
     params:
-        script=script("robustness.py"),
         cohort=COHORT_JSON,
         inference=as_json(config["inference"]),
         classes=config["classes"],
         subjects=config["report"]["robustness_subjects"],
         strengths=config["report"]["robustness_strengths"],
     shell:
-        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
-        " --checkpoint {input.model} --inference {params.inference}"
-        " --classes {params.classes} --subjects {params.subjects}"
-        " --strengths {params.strengths} --table {output.table}"
-        " --figure {output.figure} > {log} 2>&1"
+        command(
+            "robustness.py",
+            "--cohort {params.cohort} --invalid {input.invalid} --checkpoint {input.model}"
+            " --inference {params.inference} --classes {params.classes}"
+            " --subjects {params.subjects} --strengths {params.strengths}"
+            " --table {output.table} --figure {output.figure}",
+        )
 
 
 # Last: its run-time table reads the benchmark files of every job before it.
@@ -230,8 +224,12 @@ rule run_config:
 
 
 rule report_run:
+    """The run at a glance: progress, subjects to review, the model in use (version,
+    SHA-256), calibration, model versions, run time per rule, the plan and the configuration.
+    """
     input:
         config=rules.run_config.output[0],
+        model=INFERENCE_MODEL,
         curve=report(
             "results/model/learning_curve.png",
             caption="../report/learning_curve.rst",
@@ -264,16 +262,16 @@ rule report_run:
         "logs/benchmarks/report_run.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("report_run"),
     params:
-        script=script("report_run.py"),
+        benchmarks="logs/benchmarks",
     shell:
-        "python {params.script} --config {input.config} --plan {input.plan}"
-        " --stats-summary {input.stats_summary} --calibration {input.calibration}"
-        " --versions {input.versions}"
-        " --benchmarks logs/benchmarks"
-        " --page {output.page} --runtimes {output.runtimes}"
-        " --runtimes-plot {output.runtimes_plot} > {log} 2>&1"
+        command(
+            "report_run.py",
+            "--config {input.config} --model {input.model} --plan {input.plan}"
+            " --stats-summary {input.stats_summary} --calibration {input.calibration}"
+            " --versions {input.versions} --benchmarks {params.benchmarks}"
+            " --page {output.page} --runtimes {output.runtimes}"
+            " --runtimes-plot {output.runtimes_plot}",
+        )

@@ -1,10 +1,14 @@
 # The review package: what a reviewer opens in 3D Slicer (image + .seg.nrrd) or serves with
 # MONAI Label (results/review/datastore). The declared output is the table; the files beside it
-# are written atomically but not declared, so that a rerun never deletes the corrections that
-# MONAI Label puts into results/review/datastore/labels/final/.
+# are written atomically but not declared. The reviewers' work lives outside results/: a
+# Slicer save goes to corrections.dir, and the datastore's labels/final/ (where MONAI Label puts
+# a submitted correction) is a link to corrections.dir, so neither `make clean` nor a rerun
+# deletes a correction.
 
 
 rule review:
+    """The subjects a person should correct (QC outliers, empty or failed segmentations, the
+    lowest Dice, review.subjects), for 3D Slicer and as a MONAI Label datastore."""
     input:
         stats="results/stats.tsv",
         metrics="results/metrics.tsv",
@@ -16,16 +20,21 @@ rule review:
         "logs/benchmarks/review.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("review"),
     params:
-        script=script("review.py"),
         classes=config["classes"],
         review=as_json(config["review"]),
         cohort=COHORT_JSON,
+        corrections=(
+            f"--corrections-dir {shlex.quote(config['corrections']['dir'])}"
+            if config["corrections"]["dir"]
+            else ""
+        ),
     shell:
-        "python {params.script} --stats {input.stats} --metrics {input.metrics}"
-        " --classes {params.classes} --review {params.review} --cohort {params.cohort}"
-        " --table {output} > {log} 2>&1"
+        command(
+            "review.py",
+            "--stats {input.stats} --metrics {input.metrics} --classes {params.classes}"
+            " --review {params.review} --cohort {params.cohort} --table {output}"
+            " {params.corrections}",
+        )

@@ -5,6 +5,8 @@
 # The shard's metrics stand for its segmentations (they are newer than all of them), so that
 # each segmentation is requested by one rule only: planning 50,000 subjects stays fast.
 rule stats:
+    """Per-subject statistics of a shard's segmentations (volume, surface, components, world
+    box) and the uncertainty scores inference wrote."""
     input:
         metrics=paths.metrics_shard_path("{shard}"),
         segmented=inference_manifest("{shard}"),
@@ -17,22 +19,22 @@ rule stats:
         "logs/benchmarks/stats/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("stats"),
     params:
-        script=script("stats.py"),
         cohort=COHORT_JSON,
         classes=config["classes"],
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --segmented {input.segmented} --uncertainty {input.uncertainty}"
-        " --classes {params.classes} --output {output}"
-        " > {log} 2>&1"
+        command(
+            "stats.py",
+            "--cohort {params.cohort} --shard {wildcards.shard} --segmented {input.segmented}"
+            " --uncertainty {input.uncertainty} --classes {params.classes} --output {output}",
+        )
 
 
 rule stats_summary:
+    """The cohort's statistics in one table, outliers flagged by robust z-score, and progress
+    counts (results/stats.tsv, results/stats_summary.json)."""
     input:
         shards=stage_outputs("stats"),
         invalid=INVALID_TABLE,
@@ -49,16 +51,16 @@ rule stats_summary:
         "logs/benchmarks/stats_summary.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("stats_summary"),
     params:
-        script=script("stats_summary.py"),
         cohort=COHORT_JSON,
         classes=config["classes"],
         outlier_z=config["report"]["outlier_z"],
     shell:
-        "python {params.script} --cohort {params.cohort} --invalid {input.invalid}"
-        " --classes {params.classes} --outlier-z {params.outlier_z}"
-        " --table {output.table} --summary {output.summary} > {log} 2>&1"
+        command(
+            "stats_summary.py",
+            "--cohort {params.cohort} --invalid {input.invalid} --classes {params.classes}"
+            " --outlier-z {params.outlier_z} --table {output.table}"
+            " --summary {output.summary}",
+        )

@@ -8,17 +8,16 @@
 
 
 rule train:
+    """The network trained on the train split's patch stores, validated on the val split:
+    results/model/best.pt (best validation Dice), last.pt, the training log and its curve.
+    """
     input:
         plan=PLAN_INPUT,
         stores=stage_outputs("patches"),
-        val=[
-            COHORT.stage_output("preprocess", shard)
-            for shard, ids in STAGE_SHARDS["preprocess"].items()
-            if any(BY_ID[s].split == "val" for s in ids)
-        ],
+        val=val_manifests(),
         parent=[INIT_FROM] if INIT_FROM else [],
     output:
-        best="results/model/best.pt",
+        best=versions.TRAINED_MODEL,
         last="results/model/last.pt",
         log_tsv="results/model/training_log.tsv",
         curve="results/model/learning_curve.png",
@@ -28,23 +27,24 @@ rule train:
         "logs/benchmarks/train.tsv"
     conda:
         "../../envs/training.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("train")
     resources:
         **cluster_resources("train"),
     params:
-        script=script("train.py"),
         launch=train_launcher(),
         cohort=COHORT_JSON,
         config=as_json(training_config(config)),
-        out_dir=lambda w, output: os.path.dirname(output.best),
+        out_dir=output_folder,
         checkpoint_dir=paths.TRAIN_CHECKPOINT_DIR,
         init_from=f"--init-from {INIT_FROM}" if INIT_FROM else "",
     shell:
-        "{params.launch} python {params.script} --plan {input.plan} --cohort {params.cohort}"
-        " --config {params.config} --out-dir {params.out_dir}"
-        " --checkpoint-dir {params.checkpoint_dir} {params.init_from} > {log} 2>&1"
+        command(
+            "train.py",
+            "--plan {input.plan} --cohort {params.cohort} --config {params.config}"
+            " --out-dir {params.out_dir} --checkpoint-dir {params.checkpoint_dir}"
+            " {params.init_from}",
+            prefix="{params.launch} ",
+        )
 
 
 # At a site of a real federation (README "A real federation"): the site's SuperNode inputs
@@ -55,6 +55,8 @@ rule train:
 
 
 rule supernode_inputs:
+    """A site's SuperNode inputs (patch stores, validation subjects, training config, plan) and
+    supernode.sh, the command its admin runs."""
     input:
         plan=PLAN_INPUT,
         stores=site_outputs("patches"),
@@ -69,19 +71,20 @@ rule supernode_inputs:
         "logs/supernode_inputs/{site}.log",
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("supernode_inputs"),
     params:
-        script=script("supernode_inputs.py"),
         cohort=COHORT_JSON,
         config=as_json(training_config(config)),
     shell:
-        "python {params.script} --cohort {params.cohort} --site {wildcards.site}"
-        " --config {params.config} --plan {input.plan} > {log} 2>&1"
+        command(
+            "supernode_inputs.py",
+            "--cohort {params.cohort} --site {wildcards.site} --config {params.config}"
+            " --plan {input.plan}",
+        )
 
 
 rule site:
+    """Target: every training site's SuperNode inputs (a real federation's site runs this)."""
     input:
         [paths.supernode_paths(site)["supernode.sh"] for site in TRAINING_SITES],

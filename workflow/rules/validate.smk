@@ -9,19 +9,15 @@
 
 
 rule validate:
+    """A shard's subjects checked (files readable, geometry, label values, image and label on
+    one grid): one line per problem in the shard's validation table."""
     input:
         # Validation opens every file itself (a missing one is a reported problem), so the
         # files of a real cohort are not inputs here: 50,000 fewer paths to plan. The demo's
         # are, since a rule makes them. ancient(): see above.
-        images=lambda w: [
-            ancient(p)
-            for p in made_by_rules(BY_ID[s].image for s in members("validate")(w))
-        ],
-        labels=lambda w: [
-            ancient(p)
-            for p in made_by_rules(BY_ID[s].label for s in members("validate")(w))
-        ],
-        converted=lambda w: converted(members("validate")(w), w.shard),
+        images=validate_files("image"),
+        labels=validate_files("label"),
+        converted=validate_converted,
     output:
         paths.validation_shard_path("{shard}", SITE),
     log:
@@ -30,23 +26,23 @@ rule validate:
         by_site("logs/benchmarks/validate/{shard}.tsv")
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("validate"),
     params:
-        script=script("validate.py"),
         members=members("validate"),
         cohort=COHORT_JSON,
         validation=as_json(config["validation"]),
         n_classes=N_CLASSES,
     shell:
-        "python {params.script} --cohort {params.cohort} --shard {wildcards.shard}"
-        " --validation {params.validation} --n-classes {params.n_classes}"
-        " --output {output} > {log} 2>&1"
+        command(
+            "validate.py",
+            "--cohort {params.cohort} --shard {wildcards.shard}"
+            " --validation {params.validation} --n-classes {params.n_classes} --output {output}",
+        )
 
 
 rule validation_table:
+    """Every shard's problems in one table (results/qc/invalid_subjects.tsv)."""
     input:
         stage_outputs("validate"),
     output:
@@ -57,15 +53,12 @@ rule validation_table:
         "logs/benchmarks/validation_table.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("validation_table"),
     params:
-        script=script("validation_table.py"),
         cohort=COHORT_JSON,
     shell:
-        "python {params.script} --cohort {params.cohort} --output {output} > {log} 2>&1"
+        command("validation_table.py", "--cohort {params.cohort} --output {output}")
 
 
 # `plan` takes the gate's marker as ancient(): it orders everything expensive after validation
@@ -73,6 +66,8 @@ rule validation_table:
 # re-validation alone reruns nothing. Only `plan` takes it: a job with an ancient input that
 # another job is about to remake ignores the timestamps of its other inputs in Snakemake 9.
 rule validation_gate:
+    """Stops the run listing every problem (validation.on_invalid: fail), or lets it go on
+    without the invalid subjects (skip)."""
     input:
         INVALID_TABLE,
     output:
@@ -83,13 +78,12 @@ rule validation_gate:
         "logs/benchmarks/validation_gate.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("validation_gate"),
     params:
-        script=script("validation_gate.py"),
         on_invalid=config["validation"]["on_invalid"],
     shell:
-        "python {params.script} --table {input} --on-invalid {params.on_invalid}"
-        " --ok {output} > {log} 2>&1"
+        command(
+            "validation_gate.py",
+            "--table {input} --on-invalid {params.on_invalid} --ok {output}",
+        )

@@ -2,12 +2,16 @@
 # (parent, training subjects' hash, config), which version is current is written to
 # current.json, and, once the cohort is evaluated, the current version's val/test Dice is
 # recorded and every version compared. The version folders are not declared outputs: Snakemake
-# never deletes a kept version.
+# never deletes a kept version. Which checkpoint a rule uses is the registry's answer
+# (INFERENCE_MODEL in common.smk: cohortseg.workflow.registry.inference_checkpoint).
 
 
 rule model_version:
+    """The model this run trained kept as the next version (unless kept already) with its
+    lineage and a MONAI bundle, and the current version (model_version, else the newest).
+    """
     input:
-        best="results/model/best.pt",
+        best=versions.TRAINED_MODEL,
         log_tsv="results/model/training_log.tsv",
     output:
         versions.CURRENT,
@@ -17,13 +21,10 @@ rule model_version:
         "logs/benchmarks/model_version.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("model_version"),
     params:
-        script=script("model_version.py"),
-        model_dir=lambda w, input: os.path.dirname(input.best),
+        model_dir=input_folder,
         parent=(
             f"--parent {versions.version_of_checkpoint(INIT_FROM)}"
             if versions.version_of_checkpoint(INIT_FROM)
@@ -38,14 +39,19 @@ rule model_version:
         config=as_json(
             {k: config[k] for k in ("classes", "model", "training", "inference")}
         ),
-        models_dir=lambda w, output: os.path.dirname(output[0]),
+        models_dir=output_folder,
     shell:
-        "python {params.script} --model-dir {params.model_dir} {params.parent}"
-        " --training-subjects-hash {params.train_hash} --config {params.config}"
-        " {params.model_version} --models-dir {params.models_dir} > {log} 2>&1"
+        command(
+            "model_version.py",
+            "--model-dir {params.model_dir} {params.parent}"
+            " --training-subjects-hash {params.train_hash} --config {params.config}"
+            " {params.model_version} --models-dir {params.models_dir}",
+        )
 
 
 rule model_versions:
+    """Every kept version compared: its lineage and val/test Dice (results/models/versions.tsv)
+    and a figure for the report."""
     input:
         metrics="results/metrics.tsv",
         current=versions.CURRENT,
@@ -62,14 +68,13 @@ rule model_versions:
         "logs/benchmarks/model_versions.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("model_versions"),
     params:
-        script=script("model_versions.py"),
         classes=config["classes"],
     shell:
-        "python {params.script} --metrics {input.metrics} --current {input.current}"
-        " --classes {params.classes} --table {output.table} --figure {output.figure}"
-        " > {log} 2>&1"
+        command(
+            "model_versions.py",
+            "--metrics {input.metrics} --current {input.current} --classes {params.classes}"
+            " --table {output.table} --figure {output.figure}",
+        )

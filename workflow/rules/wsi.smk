@@ -11,6 +11,7 @@ include: "wsi_common.smk"
 
 
 rule wsi:
+    """Target: the whole-slide pipeline (statistics, bad slides, QC page)."""
     input:
         wsicohort.STATS,
         wsicohort.INVALID_TABLE,
@@ -18,6 +19,7 @@ rule wsi:
 
 
 rule wsi_demo_slide:
+    """One synthetic demo slide: a pyramidal TIFF, its label mask and its GeoJSON."""
     output:
         image=f"{wsicohort.DEMO_DIR}/{{subject}}.tif",
         mask=f"{wsicohort.DEMO_DIR}/{{subject}}.mask.tif",
@@ -28,18 +30,16 @@ rule wsi_demo_slide:
         subject=r"wsi-[0-9]+",
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("wsi_demo_slide"),
     params:
-        script=script("wsi_demo.py"),
         wsi=WSI_JSON,
     shell:
-        "python {params.script} --wsi {params.wsi} --subject {wildcards.subject} > {log} 2>&1"
+        command("wsi_demo.py", "--wsi {params.wsi} --subject {wildcards.subject}")
 
 
 rule wsi_tissue:
+    """A shard's slides checked (pixel size, level) with their tissue masks and labels."""
     input:
         wsi_inputs("tissue"),
     output:
@@ -50,23 +50,23 @@ rule wsi_tissue:
         "logs/benchmarks/wsi_tissue/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("wsi_tissue"),
     params:
-        script=script("wsi_tissue.py"),
         wsi=WSI_JSON,
         privacy=PRIVACY_JSON,
         shard_size=config["shard_size"],
-        members=lambda w: WSI_SHARDS["tissue"][w.shard],
+        members=wsi_members("tissue"),
     shell:
-        "python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
-        " --shard-size {params.shard_size}"
-        " --shard {wildcards.shard} --table {output} > {log} 2>&1"
+        command(
+            "wsi_tissue.py",
+            "--wsi {params.wsi} --privacy {params.privacy} --shard-size {params.shard_size}"
+            " --shard {wildcards.shard} --table {output}",
+        )
 
 
 rule wsi_patches:
+    """Tissue-only patch stores of a shard's training slides."""
     input:
         tissue=wsicohort.tissue_manifest_path("{shard}"),
     output:
@@ -77,25 +77,25 @@ rule wsi_patches:
         "logs/benchmarks/wsi_patches/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("wsi_patches"),
     params:
-        script=script("wsi_patches.py"),
         wsi=WSI_JSON,
         privacy=PRIVACY_JSON,
         patches=as_json(config["patches"]),
         shard_size=config["shard_size"],
-        members=lambda w: WSI_SHARDS["patches"][w.shard],
+        members=wsi_members("patches"),
     shell:
-        "python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
-        " --patches {params.patches}"
-        " --shard-size {params.shard_size} --shard {wildcards.shard}"
-        " --tissue {input.tissue} --table {output} > {log} 2>&1"
+        command(
+            "wsi_patches.py",
+            "--wsi {params.wsi} --privacy {params.privacy} --patches {params.patches}"
+            " --shard-size {params.shard_size} --shard {wildcards.shard}"
+            " --tissue {input.tissue} --table {output}",
+        )
 
 
 rule wsi_train:
+    """The 2D network trained on the training slides' patch stores."""
     input:
         patches=wsi_tables("patches"),
         tissue=wsi_tables("tissue"),
@@ -107,25 +107,27 @@ rule wsi_train:
         "logs/benchmarks/wsi_train.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("wsi_train")
     resources:
         **cluster_resources("wsi_train"),
     params:
-        script=script("wsi_train.py"),
         launch=resources.train_launcher(WSI["training"], config["cluster"]),
         wsi=WSI_JSON,
         privacy=PRIVACY_JSON,
-        out_dir=os.path.dirname(wsicohort.MODEL),
+        out_dir=output_folder,
         checkpoint_dir=wsicohort.TRAIN_CHECKPOINT_DIR,
     shell:
-        "{params.launch} python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
-        " --manifests {input.patches} --tissue {input.tissue} --out-dir {params.out_dir}"
-        " --checkpoint-dir {params.checkpoint_dir} > {log} 2>&1"
+        command(
+            "wsi_train.py",
+            "--wsi {params.wsi} --privacy {params.privacy} --manifests {input.patches}"
+            " --tissue {input.tissue} --out-dir {params.out_dir}"
+            " --checkpoint-dir {params.checkpoint_dir}",
+            prefix="{params.launch} ",
+        )
 
 
 rule wsi_infer:
+    """A shard's slides segmented tile by tile: pyramidal label TIFFs, overviews, areas."""
     input:
         tissue=wsicohort.tissue_manifest_path("{shard}"),
         model=wsicohort.MODEL,
@@ -137,25 +139,25 @@ rule wsi_infer:
         "logs/benchmarks/wsi_infer/{shard}.tsv"
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     threads: rule_threads("wsi_infer")
     resources:
         **cluster_resources("wsi_infer"),
     params:
-        script=script("wsi_infer.py"),
         wsi=WSI_JSON,
         privacy=PRIVACY_JSON,
         shard_size=config["shard_size"],
-        members=lambda w: WSI_SHARDS["infer"][w.shard],
+        members=wsi_members("infer"),
     shell:
-        "python {params.script} --wsi {params.wsi} --privacy {params.privacy}"
-        " --shard-size {params.shard_size}"
-        " --shard {wildcards.shard} --tissue {input.tissue} --model {input.model}"
-        " --table {output} > {log} 2>&1"
+        command(
+            "wsi_infer.py",
+            "--wsi {params.wsi} --privacy {params.privacy} --shard-size {params.shard_size}"
+            " --shard {wildcards.shard} --tissue {input.tissue} --model {input.model}"
+            " --table {output}",
+        )
 
 
 rule wsi_report:
+    """The slides' statistics, the bad slides' table and the QC page."""
     input:
         tissue=wsi_tables("tissue"),
         patches=wsi_tables("patches"),
@@ -168,13 +170,12 @@ rule wsi_report:
         "logs/wsi_report.log",
     conda:
         "../../envs/cohortseg.yaml"
-    container:
-        CONTAINER
     resources:
         **cluster_resources("wsi_report"),
-    params:
-        script=script("wsi_report.py"),
     shell:
-        "python {params.script} --tables {input.tissue} {input.patches} {input.inference}"
-        " --inference {input.inference} --stats {output.stats} --invalid {output.invalid}"
-        " --report {output.report} > {log} 2>&1"
+        command(
+            "wsi_report.py",
+            "--tables {input.tissue} {input.patches} {input.inference}"
+            " --inference {input.inference} --stats {output.stats} --invalid {output.invalid}"
+            " --report {output.report}",
+        )

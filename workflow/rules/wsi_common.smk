@@ -39,3 +39,13 @@ def wsi_inputs(stage):
         )
 
     return files
+
+
+def wsi_members(stage):
+    """Params function: the slide ids of the job's shard of a slide stage (a shard whose
+    members change runs again)."""
+
+    def shard_members(w):
+        return WSI_SHARDS[stage][w.shard]
+
+    return shard_members

@@ -1,12 +1,14 @@
-"""Corrected labels coming back from review: found in ``corrections.dir`` (and its
-``labels/final/``, where MONAI Label puts submitted labels), checked like any label, written as
-NIfTI label maps on their image's grid, and made labelled subjects of the cohort.
+"""Corrected labels coming back from review: found in ``corrections.dir`` (a folder of the
+working directory outside ``results/``, so that neither ``make clean`` nor a rerun removes a
+reviewer's work; MONAI Label submits there too, through the review datastore's
+``labels/final/``, a link to it), checked like any label, written as NIfTI label maps on their
+image's grid, and made labelled subjects of the cohort.
 
 A correction is named after its subject: ``{subject}.seg.nrrd`` (or ``.nrrd``, as 3D Slicer
-saves a segmentation) or ``{subject}.nii.gz`` / ``.nii``; in a MONAI Label datastore, only those in
-``labels/final/``. A corrected subject that had a label
-keeps its split (so val and test stay fixed); one that had none (``infer``) joins ``train``, or
-``val`` for a share of them (``corrections.split``).
+saves a segmentation) or ``{subject}.nii.gz`` / ``.nii``; in a MONAI Label datastore, only those
+in ``labels/final/``. A corrected subject that had a label keeps its split (so val and test stay
+fixed); one that had none (``infer``) joins ``train``, or ``val`` for a share of them
+(``corrections.split``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _subject_of(name: str) -> str | None:
 def find_corrections(*directories: str | os.PathLike[str] | None) -> dict[str, str]:
     """Subject id → correction file in each of ``directories``: in ``labels/final/`` for a
     MONAI Label datastore (a directory that has one: its top level holds the images), else in
-    the directory itself; ``None`` or absent directories hold none.
+    the directory itself; ``None`` or absent directories hold none, and a folder reached twice
+    (the review datastore's ``labels/final/`` is a link to ``corrections.dir``) is read once.
 
     Raises
     ------
@@ -54,12 +57,16 @@ def find_corrections(*directories: str | os.PathLike[str] | None) -> dict[str, s
         If a subject has two corrections (the message names both files).
     """
     found: dict[str, str] = {}
+    seen: set[str] = set()
     for directory in directories:
         if directory is None:
             continue
         folder = Path(directory)
         if (folder / "labels" / "final").is_dir():
             folder = folder / "labels" / "final"
+        if os.path.realpath(folder) in seen:  # a datastore's labels/final linked to the other
+            continue
+        seen.add(os.path.realpath(folder))
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
                 subject = _subject_of(path.name) if path.is_file() else None

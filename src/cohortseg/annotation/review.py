@@ -10,7 +10,8 @@ Layout under the review folder (``results/review``)::
     slicer/{subject}.seg.nrrd                  the prediction: one named, coloured segment per class
     datastore/{subject}.nii.gz                 the same image (a hard link where possible)
     datastore/labels/original/{subject}.nii.gz the prediction as a label map
-    datastore/labels/final/                    where MONAI Label puts submitted corrections
+    datastore/labels/final/                    where MONAI Label puts submitted corrections: a
+                                               link to corrections.dir, outside results/
 """
 
 from __future__ import annotations
@@ -120,19 +121,60 @@ def write_review_subject(
     return {k: str(v) for k, v in paths.items()}
 
 
+def link_final_labels(
+    final: str | os.PathLike[str], corrections_dir: str | os.PathLike[str]
+) -> Path:
+    """Make ``final`` (a MONAI Label datastore's ``labels/final/``, where a submitted correction
+    goes) a link to ``corrections_dir`` (made if needed), so that reviewers' work lives where
+    neither ``make clean`` nor a rerun reaches it; the link is relative when both are under one
+    folder, so that a copied working directory keeps it. Corrections an earlier version left in
+    a folder ``final`` are moved into ``corrections_dir`` first; one whose name is taken there by
+    another file stays, and so does the folder (a warning names both). Returns ``final``."""
+    final, target = Path(final), Path(corrections_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    if final.is_dir() and not final.is_symlink():
+        for old in sorted(final.iterdir()):
+            new = target / old.name
+            if not new.exists():
+                shutil.move(old, new)
+                log.info("review: moved %s to %s", old, new)
+            elif new.is_file() and old.is_file() and new.read_bytes() == old.read_bytes():
+                old.unlink()
+            else:
+                log.warning("review: %s stays: %s is another file; keep one", old, new)
+        if any(final.iterdir()):
+            return final
+        final.rmdir()
+    link = os.path.relpath(target.resolve(), final.parent.resolve())
+    if final.is_symlink() and os.readlink(final) == link:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(link, target_is_directory=True)
+    os.replace(tmp, final)
+    return final
+
+
 def write_review_package(
     selection: Sequence[Mapping],
     images: Mapping[str, str],
     segmentations: Mapping[str, str],
     classes: Sequence[str],
     out_dir: str | os.PathLike[str],
+    corrections_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict]:
     """Write the review package of the ``selection`` (:func:`select_review_subjects`) into
     ``out_dir``, ``review.tsv`` last. A subject without a segmentation file (failed) is listed
-    with an empty ``segmentation``. ``datastore/labels/final/`` is created and never emptied:
-    it holds the reviewers' corrections. Returns the table's rows."""
+    with an empty ``segmentation``. ``datastore/labels/final/`` holds the reviewers'
+    corrections: a link to ``corrections_dir`` (:func:`link_final_labels`), or, without one, a
+    folder that is created and never emptied. Returns the table's rows."""
     out = Path(out_dir)
-    (out / "datastore" / "labels" / "final").mkdir(parents=True, exist_ok=True)
+    final = out / "datastore" / "labels" / "final"
+    if corrections_dir is not None:
+        link_final_labels(final, corrections_dir)
+    else:
+        final.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in selection:
         s = r["subject"]

@@ -350,12 +350,16 @@ def cpu_compute_threads(environ: Mapping[str, str]) -> int:
     return max(1, threads - 1)
 
 
-def write_shard_manifest(path: str, items: Sequence[ShardItem]) -> None:
-    """Write the shard's manifest: one row per subject with its segmentation and the file's
-    SHA-256, so that a finished shard can be checked and compared (it is also what evaluation
-    depends on, standing for the shard's segmentations)."""
-    rows = [{"subject": i.subject, "segmentation": i.output} for i in items]
-    io.write_manifest(path, rows, ["subject", "segmentation"], "segmentation")
+def write_shard_manifest(path: str, items: Sequence[ShardItem], model_sha256: str = "") -> None:
+    """Write the shard's manifest: one row per subject with its segmentation, the SHA-256 of
+    the model that made it (``model_sha256``) and the file's SHA-256, so that a finished shard
+    can be checked and compared (it is also what evaluation depends on, standing for the
+    shard's segmentations)."""
+    rows = [
+        {"subject": i.subject, "segmentation": i.output, "model_sha256": model_sha256}
+        for i in items
+    ]
+    io.write_manifest(path, rows, ["subject", "segmentation", "model_sha256"], "segmentation")
 
 
 def write_uncertainty_table(path: str, items: Sequence[ShardItem], classes: Sequence[str]) -> None:

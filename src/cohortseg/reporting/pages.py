@@ -219,9 +219,11 @@ def run_page(
     runtimes: Sequence[Mapping],
     calibration: Mapping | None = None,
     versions: Sequence[Mapping] = (),
+    model: Mapping | None = None,
 ) -> str:
-    """The run at a glance: progress, subjects to review, the calibration of the probabilities
-    on the validation split (``calibration``:
+    """The run at a glance: progress, subjects to review, the model in use (``model``:
+    :func:`cohortseg.workflow.registry.model_identity`: checkpoint, version, SHA-256), the
+    calibration of the probabilities on the validation split (``calibration``:
     :func:`cohortseg.trust.calibration.calibration_summary`), the model versions compared
     (``versions``: rows of ``results/models/versions.tsv``), run time per rule, the plan and the
     configuration."""
@@ -239,6 +241,16 @@ def run_page(
         "cohortseg run",
         [
             ("Progress", html_table(progress_rows, ["subjects", "count"])),
+            *(
+                [
+                    (
+                        "Model in use",
+                        html_table([dict(model)], ["version", "checkpoint", "model_sha256"]),
+                    )
+                ]
+                if model
+                else []
+            ),
             (
                 f"Flagged for review ({len(review)})",
                 html_table(list(review), ["subject", "split", "why"])

@@ -9,8 +9,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 
-from cohortseg.annotation.corrections import apply_corrections, find_corrections
+from cohortseg.annotation.corrections import SUFFIXES, apply_corrections, find_corrections
 from cohortseg.core.cohort import (
     SPLITS,
     Subject,
@@ -27,6 +28,7 @@ from cohortseg.inputs.pictures import is_picture
 from cohortseg.inputs.validate import read_problems
 from cohortseg.workflow.paths import (
     REVIEW_DATASTORE,
+    REVIEW_FINAL_LABELS,
     SITE_STAGES,
     STAGE_OUTPUT,
     converted_paths,
@@ -101,6 +103,14 @@ class WorkflowCohort:
     def _shard_sites(self) -> dict[str, str]:
         return {k: subject_site(self.by_id[m[0]]) for k, m in self.shards.items() if m}
 
+    @cached_property
+    def _shard_of(self) -> dict[str, str]:
+        return {s: k for k, m in self.shards.items() for s in m}
+
+    def shard_of(self, subject: str) -> str:
+        """The shard holding ``subject``."""
+        return self._shard_of[subject]
+
     def shard_site(self, shard: str) -> str | None:
         """The site a shard's subjects are all of when shards are by site, else ``None``."""
         return self._shard_sites.get(shard) if self.site_shards else None
@@ -136,8 +146,12 @@ class WorkflowCohort:
 
     def stage_shards(self, stage: str) -> dict[str, list[str]]:
         """Shard id → the members ``stage`` works on, for shards that have any."""
+        if stage in DICOM_STAGES and not self.dicom:
+            return {}
         splits = set(self.stage_splits(stage))
         by_id = self.by_id
+        if splits >= set(SPLITS) and stage not in DICOM_STAGES:  # the shards as they are
+            return {k: list(m) for k, m in self.shards.items() if m}
         table = {k: [s for s in m if by_id[s].split in splits] for k, m in self.shards.items()}
         if stage in DICOM_STAGES:
             table = {k: [s for s in m if s in self.dicom] for k, m in table.items()}
@@ -187,8 +201,25 @@ def site_shard_table(subjects: Sequence[Subject], shard_size: int) -> dict[str, 
     return {f"{k:0{width}d}": g for k, g in enumerate(groups)}
 
 
+def legacy_corrections(corrections_dir: str | os.PathLike[str] | None) -> list[str]:
+    """Reviewers' corrections where MONAI Label put them before they moved out of ``results/``:
+    files in the review datastore's ``labels/final/`` when it is a folder of its own, not the
+    link to ``corrections_dir`` that the review job makes (``make clean`` would delete them).
+    They are still read; the review job moves them into ``corrections_dir`` when it runs."""
+    final = Path(REVIEW_FINAL_LABELS)
+    if corrections_dir is None or final.is_symlink() or not final.is_dir():
+        return []
+    return sorted(
+        str(p)
+        for p in final.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(SUFFIXES)
+    )
+
+
 def _readable(subject: Subject) -> Subject:
     """``subject`` with its DICOM inputs replaced by the NIfTI files ``convert`` makes."""
+    if not (is_dicom(subject.image) or is_dicom(subject.label)):
+        return subject
     converted = converted_paths(subject.subject)
     return replace(
         subject,

@@ -31,8 +31,14 @@ TRAIN_CHECKPOINT_DIR = "results/.train_checkpoint"
 REVIEW_TABLE = "results/review/review.tsv"
 
 
-#: The review package's MONAI Label datastore: corrections submitted to its labels/final/.
+#: The review package's MONAI Label datastore (the images, the predictions in labels/original/).
 REVIEW_DATASTORE = "results/review/datastore"
+
+
+#: Where MONAI Label puts a submitted correction: in the review package, a link to
+#: ``corrections.dir`` (reviewers' work lives outside ``results/``, which ``make clean`` and
+#: reruns delete; :func:`cohortseg.annotation.review.link_final_labels`).
+REVIEW_FINAL_LABELS = f"{REVIEW_DATASTORE}/labels/final"
 
 
 CONVERTED_DIR = "results/converted"

@@ -27,7 +27,14 @@ import numpy as np
 
 from cohortseg.core.cohort import Subject
 from cohortseg.core.errors import CohortsegError
-from cohortseg.core.io import copy_atomically, parse_number, read_json, read_tsv, write_json
+from cohortseg.core.io import (
+    copy_atomically,
+    parse_number,
+    read_json,
+    read_tsv,
+    sha256_file,
+    write_json,
+)
 
 #: Where the training rule writes the model it trains.
 TRAINED_MODEL = "results/model/best.pt"
@@ -162,8 +169,26 @@ def version_of_checkpoint(
     return int(m[1]) if m and same_dir else None
 
 
-def _digest(path: str | os.PathLike[str]) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def model_sha256(checkpoint: str | os.PathLike[str]) -> str:
+    """The SHA-256 (hex) of a checkpoint's bytes: how every product names the model that made
+    it (an inference shard's manifest, the calibration, the robustness table, the
+    explanations, the run page; a DICOM SEG's AlgorithmVersion holds its first 16 digits), and
+    what a kept version's lineage records (``sha256``)."""
+    return sha256_file(checkpoint)
+
+
+def model_identity(
+    checkpoint: str | os.PathLike[str], models_dir: str | os.PathLike[str] = MODELS_DIR
+) -> dict[str, str]:
+    """Which model ``checkpoint`` is: ``checkpoint``, ``model_sha256`` (:func:`model_sha256`)
+    and ``version`` (``v{N}``: the kept version with the same bytes; empty if none is)."""
+    digest = model_sha256(checkpoint)
+    kept = [n for n in list_versions(models_dir) if read_lineage(n, models_dir)["sha256"] == digest]
+    return {
+        "checkpoint": str(checkpoint),
+        "model_sha256": digest,
+        "version": f"v{kept[0]}" if kept else "",
+    }
 
 
 def register_version(
@@ -177,7 +202,7 @@ def register_version(
     version, with its lineage, unless a version with the same ``best.pt`` exists; make it
     current. Returns its version number."""
     best = Path(model_dir) / "best.pt"
-    digest = _digest(best)
+    digest = model_sha256(best)
     versions = list_versions(models_dir)
     n = next((v for v in versions if read_lineage(v, models_dir)["sha256"] == digest), None)
     if n is None:
